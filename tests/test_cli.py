@@ -1,0 +1,41 @@
+"""The command line: info reports the BLAS, demo runs the quickstart, errors are one line."""
+
+import subprocess
+import sys
+
+from mlxinterp.cli import main
+
+
+def test_info_prints_versions_device_and_blas(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("mlxinterp", "mlx ", "mlx-lm", "device", "blas", "GFLOP/s"):
+        assert key in out
+
+
+def test_python_dash_m_demo_runs_the_quickstart_and_vmap_matches_the_loop():
+    out = subprocess.run(
+        [sys.executable, "-m", "mlxinterp", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert "zero-ablating" in out
+    assert "max |vmapped - Python loop| = 0.00e+00" in out or "e-0" in out
+
+
+def test_bad_arguments_exit_non_zero_with_usage():
+    r = subprocess.run(
+        [sys.executable, "-m", "mlxinterp", "frobnicate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0 and "invalid choice" in r.stderr
+
+
+def test_an_error_inside_a_command_is_one_clear_line(capsys):
+    assert main(["demo", "--arch", "no_such_arch"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no fixture for architecture 'no_such_arch'" in err[0]
