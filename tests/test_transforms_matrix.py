@@ -4,6 +4,8 @@ of the model's tail from raw weights, a Python loop of single calls, or finite d
 
 from __future__ import annotations
 
+import contextlib
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -22,15 +24,33 @@ from conftest import (
 from mlx.utils import tree_flatten, tree_map
 
 from mlxinterp import capture, intervene, plant
+from mlxinterp.experts import vmappable_experts
 from mlxinterp.interventions import add, zero
 from mlxinterp.testing import tiny_model
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-def vmap_or_xfail(arch):
-    if arch in MOE_ARCHS:
-        pytest.xfail("MLX 0.32 has no vmap rule for GatherMM, which mixture-of-experts layers use")
+def vmap_ctx(arch, model):
+    """MoE layers need `vmappable_experts` under vmap (MLX's GatherMM has no vmap rule)."""
+    return vmappable_experts(model) if arch in MOE_ARCHS else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("arch", MOE_ARCHS)
+def test_plain_vmap_over_experts_fails_in_mlx_and_vmappable_experts_fixes_it(arch):
+    model = model_for(arch)
+    toks = tokens(2, 5)[:, None, :]
+    with pytest.raises(ValueError, match="GatherMM"):
+        mx.eval(mx.vmap(model)(toks))
+    with vmappable_experts(model) as paths:
+        assert len(paths) == 3 * n_blocks(model)
+        mapped = mx.vmap(model)(toks)
+    for i in range(2):
+        np.testing.assert_allclose(
+            np.array(mapped[i]), np.array(model(toks[i])), rtol=1e-5, atol=1e-5
+        )
+    # restored after the block: no expert layer keeps the gathered implementation
+    assert not any("__mlxinterp_experts__" in type(m).__dict__ for _, m in model.named_modules())
 
 
 def setup(arch, dtype="float32"):
@@ -96,20 +116,20 @@ def _assert_mapped_equals_loop(vout, vacts, outs, accs):
 
 
 def test_capture_under_vmap_matches_loop(arch):
-    vmap_or_xfail(arch)
     model, b, n, _ = setup(arch)
     toks = tokens(3, 5)
     sites = [f"{b}.*", f"{b}.0:in"]
-    vout, vacts = mx.vmap(capture(model, sites))(toks[:, None, :])
+    with vmap_ctx(arch, model):
+        vout, vacts = mx.vmap(capture(model, sites))(toks[:, None, :])
     _assert_mapped_equals_loop(vout, vacts, *_capture_loop(model, sites, toks))
 
 
 def test_capture_under_compiled_vmap_matches_loop(arch):
-    vmap_or_xfail(arch)
     model, b, n, _ = setup(arch)
     toks = tokens(3, 5)
     sites = [f"{b}.*", f"{b}.0:in"]
-    vout, vacts = mx.compile(mx.vmap(capture(model, sites)))(toks[:, None, :])
+    with vmap_ctx(arch, model):
+        vout, vacts = mx.compile(mx.vmap(capture(model, sites)))(toks[:, None, :])
     _assert_mapped_equals_loop(vout, vacts, *_capture_loop(model, sites, toks))
 
 
@@ -239,23 +259,23 @@ def _steer_loop(model, site, vs, toks):
 
 
 def test_intervene_under_vmap_over_vectors_matches_loop(arch):
-    vmap_or_xfail(arch)
     model, b, n, last = setup(arch)
     toks = tokens()
     vs = mx.random.normal((4, d_model(model, b)), key=mx.random.key(5))
     site = f"{b}.1"
-    got = mx.vmap(lambda v: intervene(model, {site: add(v)})(toks))(vs)
+    with vmap_ctx(arch, model):
+        got = mx.vmap(lambda v: intervene(model, {site: add(v)})(toks))(vs)
     for i, ref in enumerate(_steer_loop(model, site, vs, toks)):
         np.testing.assert_allclose(np.array(got[i]), np.array(ref), rtol=1e-5, atol=1e-5)
 
 
 def test_intervene_under_compiled_vmap_over_positions_matches_loop(arch):
-    vmap_or_xfail(arch)
     model, b, n, last = setup(arch)
     toks = tokens(1, 6)
     site = f"{b}.0"
     sweep = mx.compile(mx.vmap(lambda p: intervene(model, {site: zero().at(positions=p)})(toks)))
-    got = sweep(mx.arange(6))
+    with vmap_ctx(arch, model):
+        got = sweep(mx.arange(6))
     for p in range(6):
         ref = intervene(model, {site: zero().at(positions=[p])})(toks)
         np.testing.assert_allclose(np.array(got[p]), np.array(ref), rtol=1e-5, atol=1e-5)
@@ -327,7 +347,6 @@ def test_plant_compiled_does_not_recompile_when_values_change(arch):
 
 
 def _plant_loop_check(arch, compiled):
-    vmap_or_xfail(arch)
     model, b, n, last = setup(arch)
     toks = tokens(1, 5)
     site = f"{b}.1"
@@ -336,7 +355,8 @@ def _plant_loop_check(arch, compiled):
     mapped = mx.vmap(g, in_axes=({site: 0}, None))
     if compiled:
         mapped = mx.compile(mapped)
-    got = mapped({site: values}, toks)
+    with vmap_ctx(arch, model):
+        got = mapped({site: values}, toks)
     for i in range(3):
         ref = g({site: values[i]}, toks)
         np.testing.assert_allclose(np.array(got[i]), np.array(ref), rtol=1e-5, atol=1e-5)

@@ -16,9 +16,10 @@ from . import blas as _blas
 
 _blas.setup()  # must precede the first `import mlx.core`
 
-from .interventions import add, clamp, compose, noise, only, replace, scale, zero  # noqa: E402
-from .sites import Site, SiteError, select  # noqa: E402
-from .transforms import TransformError, capture, harvest, intervene, plant  # noqa: E402
+from .experts import vmappable_experts
+from .interventions import add, clamp, compose, noise, only, replace, scale, zero
+from .sites import Site, SiteError, select
+from .transforms import TransformError, capture, harvest, intervene, plant
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "replace",
     "scale",
     "select",
+    "vmappable_experts",
     "zero",
     "__version__",
 ]
