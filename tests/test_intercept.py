@@ -243,3 +243,21 @@ def test_harvest_captures_the_planted_value(model):
     assert (acts[site] == v).all().item()
     assert (acts["model.layers.2:in"] == v).all().item()
     assert (out == plant(model, site)({site: v}, TOKS)).all().item()
+
+
+def test_captured_values_survive_in_place_updates_by_the_model():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def __call__(self, x):
+            h = self.lin(x)
+            h += 100.0  # gpt2 does `hidden_states += self.wpe(...)` after the embedding
+            return h
+
+    m = InPlace()
+    x = mx.ones((1, 2))
+    out, acts = capture(m, "lin")(x)
+    np.testing.assert_allclose(np.array(acts["lin"]), np.array(m.lin(x)), rtol=1e-6)
+    np.testing.assert_allclose(np.array(out), np.array(m.lin(x)) + 100.0, rtol=1e-6)

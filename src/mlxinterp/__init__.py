@@ -16,6 +16,8 @@ from . import blas as _blas
 
 _blas.setup()  # must precede the first `import mlx.core`
 
+from . import attention as _attention  # noqa: F401  (registers the attention ports)
+from .anatomy import Anatomy, anatomy
 from .experts import vmappable_experts
 from .interventions import add, clamp, compose, noise, only, replace, scale, zero
 from .sites import Site, SiteError, select
@@ -24,6 +26,8 @@ from .transforms import TransformError, capture, harvest, intervene, plant
 __version__ = "0.1.0"
 
 __all__ = [
+    "Anatomy",
+    "anatomy",
     "Site",
     "SiteError",
     "TransformError",

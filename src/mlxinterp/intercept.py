@@ -97,40 +97,49 @@ class Hook:
     calls: int = field(default=0, repr=False)
 
     def __call__(self, value: Any) -> Any:
-        ctx = HookContext(self.site, self.module, self.calls, self.axes)
+        ctx = HookContext(self.site, self.module, self.calls, self.axes or self.site.axes)
         self.calls += 1
-        return self.fn(value, ctx)
+        view = self.site.view
+        if view is None:
+            return self.fn(value, ctx)
+        return view.back(self.fn(view.fwd(value), ctx), value)
 
 
 class VirtualPort(Protocol):
-    """A port that exists inside a module's computation (e.g. attention probabilities).
+    """A family of ports that exist inside a module's computation (attention probabilities).
 
-    ``wrap(module, call, flow)`` returns a replacement for ``call`` that routes the inner
-    value through ``flow(value) -> value`` while the module runs.
+    A port is written ``name`` or ``name.ARG`` (``result.12``). ``wrap(module, call, flows)``
+    returns a replacement for ``call`` that routes each inner value through
+    ``flows[port](value) -> value`` while the module runs; ``flows`` holds the ports of this
+    family that are hooked in this call.
     """
 
     name: str
     doc: str
 
-    def supports(self, module: nn.Module) -> bool: ...
+    def supports(self, module: nn.Module, port: str) -> bool: ...
 
     def wrap(
-        self, module: nn.Module, call: Callable[..., Any], flow: Callable[[Any], Any]
+        self,
+        module: nn.Module,
+        call: Callable[..., Any],
+        flows: dict[str, Callable[[Any], Any]],
     ) -> Callable[..., Any]: ...
 
 
 _VIRTUAL_PORTS: dict[str, VirtualPort] = {}
 
 
-def register_virtual_port(port: VirtualPort) -> VirtualPort:
-    """Make ``port`` usable as ``"path:<port.name>"``. Returns the port (decorator-friendly)."""
-    _VIRTUAL_PORTS[port.name] = port
+def register_virtual_port(port: VirtualPort, *names: str) -> VirtualPort:
+    """Make ``port`` usable as ``"path:<name>"`` for each name (default: ``port.name``)."""
+    for name in names or (port.name,):
+        _VIRTUAL_PORTS[name] = port
     return port
 
 
 def virtual_port(name: str) -> VirtualPort | None:
-    """The registered virtual port called ``name``, or None."""
-    return _VIRTUAL_PORTS.get(name)
+    """The virtual port family serving port ``name`` (``"pattern"``, ``"result.4"``), or None."""
+    return _VIRTUAL_PORTS.get(name.split(".")[0])
 
 
 def virtual_port_names() -> list[str]:
@@ -315,10 +324,14 @@ def _dispatch(module, base_call, hooks: tuple[Hook, ...], args: tuple, kwargs: d
     def call(*a, **kw):
         return base_call(module, *a, **kw)
 
+    families: dict[int, tuple[VirtualPort, dict[str, Callable[[Any], Any]]]] = {}
     for port, hs in by_port.items():
         if port.split(".")[0] not in ("in", "out"):
-            vp = _VIRTUAL_PORTS[port]
-            call = vp.wrap(module, call, lambda v, hs=hs: _flow(hs, v))
+            vp = virtual_port(port)
+            entry = families.setdefault(id(vp), (vp, {}))
+            entry[1][port] = lambda v, hs=hs: _flow(hs, v)
+    for vp, flows in families.values():
+        call = vp.wrap(module, call, flows)
 
     out = call(*args, **kwargs)
 

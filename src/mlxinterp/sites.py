@@ -51,7 +51,7 @@ class SiteError(LookupError):
     """A site spec that does not name (the right number of) real sites."""
 
 
-_PORT_RE = re.compile(r"^(in|out)(\.[A-Za-z_0-9]+)?$|^[A-Za-z_][A-Za-z_0-9]*$")
+_PORT_RE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Site:
     path: str | Callable[[Any], Any]
     port: str = "out"
     expect: int | None = field(default=None, compare=False, repr=False)
+    alias: str | None = field(default=None, repr=False)
+    view: Any = field(default=None, compare=False, repr=False)
+    axes: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, str) or not _PORT_RE.match(self.port):
@@ -94,6 +97,8 @@ class Site:
         return callable(self.path) or any(c in self.path for c in "*?[")
 
     def __str__(self) -> str:
+        if self.alias is not None:
+            return self.alias
         path = getattr(self.path, "__name__", "<accessor>") if callable(self.path) else self.path
         return path if self.port == "out" else f"{path}:{self.port}"
 
@@ -198,7 +203,7 @@ def _check_port(site: Site, module: nn.Module) -> None:
             f"unknown port {site.port!r} in site {str(site)!r}. Ports: 'out' (default), 'in', "
             f"'out.N', 'in.N', 'in.NAME'; virtual: {', '.join(virtual_port_names()) or 'none'}."
         )
-    if not port.supports(module):
+    if not port.supports(module, site.port):
         raise SiteError(
             f"port {site.port!r} does not apply to {str(site)!r} "
             f"(a {type(module).__name__}): {port.doc}"
@@ -213,6 +218,14 @@ def resolve(
     ``port`` overrides the spec's port (used with accessor functions); ``expect`` checks the
     number of matches.
     """
+    if isinstance(spec, str) and port is None:
+        from .names import expand_standard
+
+        standard = expand_standard(root, spec)
+        if standard is not None:
+            if expect is not None and len(standard) != expect:
+                raise SiteError(f"site {spec!r} matched {len(standard)} sites, expected {expect}")
+            return standard
     if isinstance(spec, Site):
         site = spec
     elif isinstance(spec, str):

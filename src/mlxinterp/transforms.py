@@ -101,7 +101,9 @@ def _capture_hooks(
                 f"{ctx.call_index + 1}); choose policy='append' (stack all calls), 'each' "
                 "(one key per call) or 'last' (keep the last)"
             )
-        seen.append(mx.stop_gradient(x) if detach else x)
+        # A fresh handle on the same graph node: models that update in place
+        # (gpt2: `h = wte(x); h += wpe(p)`) must not rewrite what was captured.
+        seen.append(mx.stop_gradient(x) if detach else mx.array(x))
         return x
 
     hooks = [Hook(mod, site, record) for site, mod in pairs]
@@ -143,8 +145,8 @@ def _explicit(specs: Any, pairs: Sequence[tuple[Site, nn.Module]]) -> set[Site]:
     for spec in specs:
         site = Site.parse(spec) if isinstance(spec, str) else spec
         if isinstance(site, Site) and not site.is_pattern:
-            named.add(site)
-    return {s for s, _ in pairs if s in named}
+            named.add(str(site))
+    return {s for s, _ in pairs if str(s) in named}
 
 
 def capture(
