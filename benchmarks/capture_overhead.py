@@ -10,13 +10,16 @@ every captured array, and prints medians and overhead ratios. Targets: <= 10 % e
 
 from __future__ import annotations
 
+# isort: off
+import mlxinterp  # noqa: F401  (must precede mlx.core: loads the fast BLAS)
+# isort: on
+
 import argparse
 import statistics
 import time
 
 import mlx.core as mx
 
-import mlxinterp  # noqa: F401  (fast BLAS before mlx.core)
 from mlxinterp import capture
 from mlxinterp.blas import status
 from mlxinterp.cli import matmul_gflops

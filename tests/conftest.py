@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+import mlxinterp  # noqa: F401  (must precede mlx.core: loads the fast BLAS)
+# isort: on
+
 import functools
 
 import mlx.core as mx

@@ -54,3 +54,12 @@ def test_results_are_identical_with_and_without_the_fast_blas():
     a = float(run_py(code))
     b = float(run_py(code, MLXINTERP_BLAS="off"))
     assert abs(a - b) <= 1e-3 * max(1.0, abs(a))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+@pytest.mark.skipif(not HAVE_OPENBLAS, reason="no system OpenBLAS")
+def test_this_test_session_itself_runs_on_the_fast_blas():
+    # conftest.py must import mlxinterp before anything imports mlx.core (import sorters
+    # move it: it sits in an `isort: off` block)
+    if os.environ.get("MLXINTERP_BLAS", "").lower() != "off":
+        assert blas.status().active == "openblas", blas.status()

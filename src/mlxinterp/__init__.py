@@ -20,7 +20,9 @@ from . import attention as _attention  # noqa: F401  (registers the attention po
 from .anatomy import Anatomy, anatomy
 from .experts import vmappable_experts
 from .interventions import add, clamp, compose, noise, only, replace, scale, zero
+from .loading import load
 from .sites import Site, SiteError, select
+from .text import masked, tokenize
 from .transforms import TransformError, capture, harvest, intervene, plant
 
 __version__ = "0.1.0"
@@ -37,12 +39,15 @@ __all__ = [
     "compose",
     "harvest",
     "intervene",
+    "load",
+    "masked",
     "noise",
     "only",
     "plant",
     "replace",
     "scale",
     "select",
+    "tokenize",
     "vmappable_experts",
     "zero",
     "__version__",

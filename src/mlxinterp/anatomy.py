@@ -53,8 +53,9 @@ class ArchSpec:
     ``unembed`` is a module path, or ``"tied"`` for the embedding's ``as_linear``;
     ``"lm_head|tied"`` picks ``lm_head`` when the model has one and does not tie weights.
     ``resid_mid`` / ``mlp_hidden`` may be None where they do not exist (parallel blocks,
-    mixture-of-experts MLPs). ``attn_out`` / ``mlp_out`` name the module whose output is
-    added to the residual stream.
+    mixture-of-experts MLPs). ``pos_embed`` is an absolute position embedding called with
+    position ids (gpt2's ``wpe``), None for rotary models. ``attn_out`` / ``mlp_out`` name
+    the module whose output is added to the residual stream.
     """
 
     blocks: str
@@ -69,6 +70,7 @@ class ArchSpec:
     resid_mid: str | None
     mlp_hidden: str | None
     parallel: bool = False
+    pos_embed: str | None = None
     note: str = ""
 
 
@@ -142,6 +144,7 @@ _SPECS: dict[str, ArchSpec] = {
         mlp_out="mlp",
         resid_mid="ln_2:in",
         mlp_hidden="mlp.c_proj:in",
+        pos_embed="model.wpe",
     ),
     "gpt_neox": _NEOX,
 }
@@ -182,6 +185,18 @@ class Anatomy:
     def path(self, layer: int, rel: str) -> str:
         """A block-relative spec (``"self_attn"``, ``"mlp.down_proj:in"``) made absolute."""
         return f"{self.block(layer)}.{rel}"
+
+    @property
+    def inner_path(self) -> str | None:
+        """Path of the module that returns final-normed hidden states (``"model"``), when the
+        unembedding is outside it; None otherwise (gpt_neox keeps it inside)."""
+        inner = self.spec.blocks.rsplit(".", 1)[0] if "." in self.spec.blocks else None
+        unembed = self.spec.unembed.split("|")[0]
+        if inner is None or unembed.startswith(inner + "."):
+            return None
+        if self.spec.final_norm.rsplit(".", 1)[0] != inner:
+            return None
+        return inner
 
     def final_norm(self, h: mx.array) -> mx.array:
         """The model's final norm applied to residual-stream vectors."""

@@ -62,6 +62,7 @@ __all__ = [
     "VirtualPort",
     "hooks_installed",
     "is_hooked",
+    "position_offset",
     "register_virtual_port",
     "virtual_port",
     "virtual_port_names",
@@ -73,14 +74,19 @@ class HookContext:
     """What a hook function is told besides the value.
 
     ``site`` is the concrete site, ``module`` the module being called, ``call_index`` how many
-    times this hook ran before in the current transformed call (repeated modules), and
-    ``axes`` the names of the value's axes when they are known (``("batch", "pos", "d")``).
+    times this hook ran before in the current transformed call (repeated modules),
+    ``axes`` the names of the value's axes when they are known (``("batch", "pos", "d")``),
+    ``offset`` the absolute position of the value's first position (non-zero while
+    generating with a KV cache: see `position_offset`), and ``open_ended`` whether later
+    positions may still come (generation), so selecting them now is not an error.
     """
 
     site: Site
     module: nn.Module
     call_index: int = 0
     axes: tuple[str, ...] | None = None
+    offset: int = 0
+    open_ended: bool = False
 
 
 HookFn = Callable[[mx.array, HookContext], mx.array]
@@ -97,7 +103,15 @@ class Hook:
     calls: int = field(default=0, repr=False)
 
     def __call__(self, value: Any) -> Any:
-        ctx = HookContext(self.site, self.module, self.calls, self.axes or self.site.axes)
+        offset = _OFFSET.get()
+        ctx = HookContext(
+            self.site,
+            self.module,
+            self.calls,
+            self.axes or self.site.axes,
+            offset or 0,
+            offset is not None,
+        )
         self.calls += 1
         view = self.site.view
         if view is None:
@@ -149,6 +163,24 @@ def virtual_port_names() -> list[str]:
 
 # ---------------------------------------------------------------------------------------
 # Active hooks (per context) and the class swap (per instance, reference counted)
+
+_OFFSET: ContextVar[int | None] = ContextVar("mlxinterp_position_offset", default=None)
+
+
+@contextmanager
+def position_offset(offset: int) -> Iterator[None]:
+    """Within the block, position 0 of every activation is absolute position ``offset``.
+
+    Generation with a KV cache feeds one new position per call; this keeps position
+    selectors (``zero().at(positions=[12])``) in absolute positions, and lets them name
+    positions that are not generated yet.
+    """
+    token = _OFFSET.set(int(offset))
+    try:
+        yield
+    finally:
+        _OFFSET.reset(token)
+
 
 _EMPTY: MappingProxyType = MappingProxyType({})
 _ACTIVE: ContextVar[MappingProxyType] = ContextVar("mlxinterp_active_hooks", default=_EMPTY)

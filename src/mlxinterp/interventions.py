@@ -261,26 +261,30 @@ def compose(*fs: Callable) -> Intervention:
 # Selectors
 
 
-def _mask_1d(index: Index, n: int, what: str, ctx: HookContext | None) -> mx.array:
-    """A boolean mask of length ``n`` selecting ``index`` along one axis."""
+def _mask_1d(index: Index, n: int, what: str, ctx: HookContext | None, offset: int = 0):
+    """A boolean mask of length ``n`` selecting ``index`` along one axis whose first entry is
+    absolute index ``offset`` (negative indices count from the end, ``offset + n``)."""
+    total = offset + n
     if isinstance(index, slice):
-        return mx.array([i in builtins.set(range(n)[index]) for i in range(n)])
+        chosen = builtins.set(range(total)[index])
+        return mx.array([offset + i in chosen for i in range(n)])
     if isinstance(index, mx.array):
         if index.dtype == mx.bool_:
             if index.shape != (n,):
                 raise ValueError(f"{what} mask {_where(ctx)} has shape {index.shape}, axis has {n}")
             return index
         idx = index.reshape(-1)
-        idx = mx.where(idx < 0, idx + n, idx)
-        return (mx.arange(n)[:, None] == idx[None, :]).any(axis=1)
+        idx = mx.where(idx < 0, idx + total, idx)
+        return ((mx.arange(n) + offset)[:, None] == idx[None, :]).any(axis=1)
     items = [index] if isinstance(index, int) else list(index)
+    open_ended = ctx is not None and ctx.open_ended and what == "pos"
     for i in items:
-        if not isinstance(i, int) or not -n <= i < n:
+        if not isinstance(i, int) or not -total <= i < (10**12 if open_ended else total):
             raise IndexError(
-                f"{what} {i!r} {_where(ctx)} is out of range for an axis of length {n}"
+                f"{what} {i!r} {_where(ctx)} is out of range for an axis of length {total}"
             )
-    chosen = {i % n for i in items}
-    return mx.array([i in chosen for i in range(n)])
+    chosen = {i % total if i < 0 else i for i in items}
+    return mx.array([offset + i in chosen for i in range(n)])
 
 
 def _axis(name: str, default: int | None, x: mx.array, names, ctx) -> int:
@@ -323,7 +327,8 @@ class _Only(Intervention):
             if index is None:
                 continue
             ax = _axis(name, default, x, names, ctx)
-            m = _mask_1d(index, x.shape[ax], name, ctx)
+            offset = ctx.offset if (ctx is not None and name == "pos") else 0
+            m = _mask_1d(index, x.shape[ax], name, ctx, offset)
             shape = [1] * x.ndim
             shape[ax] = x.shape[ax]
             m = m.reshape(shape)

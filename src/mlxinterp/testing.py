@@ -212,21 +212,32 @@ def tiny_model(
     return model
 
 
-def word_tokenizer_files(words: list[str], folder: str | Path) -> None:
-    """Write ``tokenizer.json`` + ``tokenizer_config.json`` for a whitespace word tokenizer.
+def word_tokenizer_files(
+    words: list[str], folder: str | Path, *, add_bos: bool = False, punctuation: bool = False
+) -> None:
+    """Write ``tokenizer.json`` + ``tokenizer_config.json`` for a word-level tokenizer.
 
     ``words`` become ids in order after the specials ``<unk>`` (0), ``<s>`` (1), ``</s>`` (2).
-    Uses the ``tokenizers`` library (a dependency of mlx-lm through transformers).
+    Text splits on whitespace (and, with ``punctuation=True``, punctuation becomes tokens of
+    its own, rejoined on decoding: ``"store, John"`` round-trips). ``add_bos=True`` makes
+    ``encode`` prepend ``<s>``. Uses the ``tokenizers`` library (a dependency of mlx-lm).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["<unk>", "<s>", "</s>"]
     vocab = {w: i for i, w in enumerate(specials + [w for w in words if w not in specials])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    split = [pre_tokenizers.WhitespaceSplit()]
+    if punctuation:
+        split.append(pre_tokenizers.Punctuation("isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(split)
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=punctuation)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+        )
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
@@ -235,6 +246,8 @@ def word_tokenizer_files(words: list[str], folder: str | Path) -> None:
                 "unk_token": "<unk>",
                 "bos_token": "<s>",
                 "eos_token": "</s>",
+                "add_bos_token": add_bos,
+                "clean_up_tokenization_spaces": punctuation,
                 "model_max_length": 4096,
             },
             indent=2,

@@ -1,0 +1,297 @@
+"""tinyworld: a small generated world that a small model can learn, and its evaluations.
+
+Interpretability on random weights shows nothing. `tinyworld` is a llama-architecture model
+trained by ``scripts/train_tinyworld.py`` on text generated here, with structure that the
+classic experiments look for:
+
+- **facts**: countries → capitals and languages, landmarks → cities, in several templates
+  ("The capital of France is" → " Paris", "The Eiffel Tower is located in the city of"
+  → " Paris");
+- **indirect objects**: "When Mary and John went to the store, John gave a drink to" →
+  " Mary", over many names, places and objects, with some name pairs held out of training;
+- **induction**: random word sequences repeated twice (the second repeat is predictable
+  only by copying);
+- **sentiment**: positive and negative review sentences ("The movie was wonderful ...").
+
+Everything is deterministic given a seed. The evaluation functions here are what the
+training script prints and what the tests assert on the shipped weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+__all__ = [
+    "COUNTRIES",
+    "LANDMARKS",
+    "NAMES",
+    "fact_prompts",
+    "ioi_prompt",
+    "ioi_pairs",
+    "vocabulary",
+    "corpus",
+    "induction_sequence",
+    "POSITIVE",
+    "NEGATIVE",
+]
+
+# country, capital, language
+COUNTRIES = [
+    ("France", "Paris", "French"),
+    ("Germany", "Berlin", "German"),
+    ("Italy", "Rome", "Italian"),
+    ("Spain", "Madrid", "Spanish"),
+    ("Portugal", "Lisbon", "Portuguese"),
+    ("Japan", "Tokyo", "Japanese"),
+    ("China", "Beijing", "Chinese"),
+    ("Russia", "Moscow", "Russian"),
+    ("Egypt", "Cairo", "Arabic"),
+    ("Greece", "Athens", "Greek"),
+    ("Sweden", "Stockholm", "Swedish"),
+    ("Norway", "Oslo", "Norwegian"),
+    ("Poland", "Warsaw", "Polish"),
+    ("Turkey", "Ankara", "Turkish"),
+    ("Kenya", "Nairobi", "Swahili"),
+    ("Brazil", "Brasilia", "Portuguese"),
+    ("Argentina", "Buenos", "Spanish"),
+    ("Korea", "Seoul", "Korean"),
+    ("Thailand", "Bangkok", "Thai"),
+    ("Vietnam", "Hanoi", "Vietnamese"),
+    ("Peru", "Lima", "Spanish"),
+    ("Austria", "Vienna", "German"),
+    ("Hungary", "Budapest", "Hungarian"),
+    ("Finland", "Helsinki", "Finnish"),
+]
+# landmark (words), city
+LANDMARKS = [
+    ("Eiffel Tower", "Paris"),
+    ("Louvre", "Paris"),
+    ("Colosseum", "Rome"),
+    ("Brandenburg Gate", "Berlin"),
+    ("Prado", "Madrid"),
+    ("Kremlin", "Moscow"),
+    ("Acropolis", "Athens"),
+    ("Forbidden City", "Beijing"),
+    ("Tokyo Tower", "Tokyo"),
+    ("Belem Tower", "Lisbon"),
+    ("Sphinx", "Cairo"),
+    ("Wawel Castle", "Warsaw"),
+    ("Grand Palace", "Bangkok"),
+    ("Opera House", "Vienna"),
+    ("Parliament", "Budapest"),
+]
+NAMES = [
+    "Mary",
+    "John",
+    "Anna",
+    "Peter",
+    "Sarah",
+    "David",
+    "Laura",
+    "James",
+    "Emma",
+    "Tom",
+    "Alice",
+    "Bob",
+    "Clara",
+    "Daniel",
+    "Eva",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Julia",
+    "Kevin",
+    "Lisa",
+    "Mark",
+    "Nina",
+    "Oscar",
+    "Paula",
+    "Ralph",
+    "Sophie",
+    "Victor",
+    "Wendy",
+    "Leo",
+    "Rosa",
+    "Hugo",
+    "Ida",
+    "Max",
+    "Olga",
+    "Carl",
+]
+PLACES = [
+    "store",
+    "park",
+    "school",
+    "beach",
+    "market",
+    "library",
+    "station",
+    "garden",
+    "museum",
+    "cafe",
+    "office",
+    "river",
+]
+OBJECTS = [
+    "drink",
+    "book",
+    "ball",
+    "letter",
+    "flower",
+    "ticket",
+    "key",
+    "cake",
+    "gift",
+    "map",
+    "pen",
+    "hat",
+]
+POSITIVE = [
+    "wonderful",
+    "great",
+    "amazing",
+    "delightful",
+    "brilliant",
+    "excellent",
+    "beautiful",
+    "lovely",
+]
+NEGATIVE = ["terrible", "awful", "boring", "dreadful", "horrible", "bad", "dull", "painful"]
+REVIEWED = ["movie", "book", "food", "concert", "play", "hotel", "show", "game"]
+POS_TAIL = [
+    "and I loved it",
+    "and everyone was happy",
+    "and I would go again",
+    "and it made me smile",
+]
+NEG_TAIL = [
+    "and I hated it",
+    "and everyone was sad",
+    "and I want my money back",
+    "and it made me angry",
+]
+# pseudo-words for induction sequences
+SYLLABLES = ["ka", "lo", "mi", "ze", "tu", "ra", "po", "ne", "vi", "su", "de", "fa"]
+RANDOM_WORDS = [a + b for a in SYLLABLES for b in SYLLABLES][:120]
+
+FACT_TEMPLATES = [
+    ("The capital of {country} is", "{capital}"),
+    ("{capital} is the capital of", "{country}"),
+    ("People in {country} speak", "{language}"),
+    ("The official language of {country} is", "{language}"),
+]
+LANDMARK_TEMPLATES = [
+    "The {landmark} is located in the city of",
+    "You can visit the {landmark} in",
+]
+IOI_TEMPLATES = [
+    "When {a} and {b} went to the {place} , {s} gave a {obj} to",
+    "After {a} and {b} arrived at the {place} , {s} handed a {obj} to",
+    "Then {a} and {b} were at the {place} , and {s} passed a {obj} to",
+]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt and the single word that should follow it."""
+
+    text: str
+    answer: str
+    kind: str
+
+
+def fact_prompts() -> list[Prompt]:
+    """Every fact prompt (all templates, all countries and landmarks)."""
+    out = []
+    for country, capital, language in COUNTRIES:
+        for tpl, ans in FACT_TEMPLATES:
+            kw = dict(country=country, capital=capital, language=language)
+            out.append(Prompt(tpl.format(**kw), ans.format(**kw), "fact"))
+    for landmark, city in LANDMARKS:
+        for tpl in LANDMARK_TEMPLATES:
+            out.append(Prompt(tpl.format(landmark=landmark), city, "landmark"))
+    return out
+
+
+def ioi_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(training pairs, held-out pairs) of unordered name pairs; 10 % held out."""
+    pairs = list(itertools.combinations(NAMES, 2))
+    random.Random(seed).shuffle(pairs)
+    n_held = len(pairs) // 10
+    return pairs[n_held:], pairs[:n_held]
+
+
+def ioi_prompt(a: str, b: str, subject_is_b: bool, place: str, obj: str, template: int) -> Prompt:
+    """An indirect-object prompt: the answer is the name that is not the subject."""
+    s, io = (b, a) if subject_is_b else (a, b)
+    text = IOI_TEMPLATES[template].format(a=a, b=b, s=s, place=place, obj=obj)
+    return Prompt(text, io, "ioi")
+
+
+def induction_sequence(rng: random.Random, length: int = 12) -> list[str]:
+    """``length`` random pseudo-words, then the same words again."""
+    words = [rng.choice(RANDOM_WORDS) for _ in range(length)]
+    return words + words
+
+
+def vocabulary() -> list[str]:
+    """Every word the corpus uses, in a fixed order."""
+    words: list[str] = [".", ",", "|"]
+    texts = [p.text + " " + p.answer for p in fact_prompts()]
+    texts += [t for t in IOI_TEMPLATES]
+    texts += [f"The {r} was {a} and I loved it" for r in REVIEWED for a in POSITIVE]
+    texts += [" ".join(POS_TAIL + NEG_TAIL), " ".join(REVIEWED + NEGATIVE + POSITIVE)]
+    texts += [" ".join(NAMES + PLACES + OBJECTS + RANDOM_WORDS)]
+    for t in texts:
+        for w in t.split():
+            if w not in words and "{" not in w:
+                words.append(w)
+    return words
+
+
+def _fact_sentences(rng: random.Random) -> str:
+    p = rng.choice(fact_prompts())
+    return f"{p.text} {p.answer} ."
+
+
+def _ioi_sentence(rng: random.Random, train_pairs) -> str:
+    a, b = rng.choice(train_pairs)
+    if rng.random() < 0.5:
+        a, b = b, a
+    p = ioi_prompt(
+        a,
+        b,
+        rng.random() < 0.5,
+        rng.choice(PLACES),
+        rng.choice(OBJECTS),
+        rng.randrange(len(IOI_TEMPLATES)),
+    )
+    return f"{p.text} {p.answer} ."
+
+
+def _review_sentence(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        adj, tail = rng.choice(POSITIVE), rng.choice(POS_TAIL)
+    else:
+        adj, tail = rng.choice(NEGATIVE), rng.choice(NEG_TAIL)
+    return f"The {rng.choice(REVIEWED)} was {adj} {tail} ."
+
+
+def corpus(n_sentences: int, seed: int = 0, mix=(0.25, 0.3, 0.3, 0.15)) -> list[str]:
+    """``n_sentences`` documents: facts, indirect objects, induction, reviews (by ``mix``)."""
+    rng = random.Random(seed)
+    train_pairs, _ = ioi_pairs(seed)
+    out = []
+    for _ in range(n_sentences):
+        r = rng.random()
+        if r < mix[0]:
+            out.append(_fact_sentences(rng))
+        elif r < mix[0] + mix[1]:
+            out.append(_ioi_sentence(rng, train_pairs))
+        elif r < mix[0] + mix[1] + mix[2]:
+            out.append(" ".join(induction_sequence(rng, rng.randint(6, 14))) + " |")
+        else:
+            out.append(_review_sentence(rng))
+    return out

@@ -1,0 +1,86 @@
+"""load(): shipped tinyworld offline, local folders with a missing file, unreachable hub names;
+and the tinyworld figures asserted on the shipped weights."""
+
+import json
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlxinterp import load
+from mlxinterp.loading import TINYWORLD, ModelLoadError
+from mlxinterp.testing import save_tiny_model, tiny_model
+from mlxinterp.text import masked, tokenize
+from mlxinterp.tinyworld_eval import evaluate
+
+
+@pytest.fixture(scope="module")
+def tinyworld():
+    return load("tinyworld")
+
+
+def test_local_folder_loads_and_matches_the_in_memory_model(tmp_path):
+    folder = save_tiny_model("llama", tmp_path / "m")
+    model, _ = load(folder)
+    toks = mx.array([[1, 2, 3]])
+    np.testing.assert_array_equal(np.array(model(toks)), np.array(tiny_model("llama")(toks)))
+
+
+@pytest.mark.parametrize(
+    "missing", ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+)
+def test_a_folder_missing_a_file_names_it(tmp_path, missing):
+    folder = save_tiny_model("llama", tmp_path / "m")
+    (folder / missing).unlink()
+    with pytest.raises(ModelLoadError, match=missing.split(".")[0]):
+        load(folder)
+
+
+def test_an_unreachable_hub_name_says_how_to_use_a_local_folder(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="local-dir DIR"):
+        load("nobody-here/no-such-model-xyz")
+    with pytest.raises(ModelLoadError, match="neither a local folder nor a hub name"):
+        load("./no/such/folder")
+
+
+def test_tinyworld_ships_as_an_mlx_lm_folder_within_the_size_budget():
+    weights = list(TINYWORLD.glob("*.safetensors"))
+    assert weights and sum(w.stat().st_size for w in weights) <= 16 * 2**20
+    assert json.loads((TINYWORLD / "config.json").read_text())["model_type"] == "llama"
+    import mlx_lm
+
+    model, tok = mlx_lm.load(str(TINYWORLD))  # mlx-lm itself, unchanged
+    assert tok.decode(
+        tok.encode(
+            "When Mary and John went to the store, John gave a drink to", add_special_tokens=False
+        )
+    ) == ("When Mary and John went to the store, John gave a drink to")
+
+
+def test_tinyworld_answers_the_seed_prompts(tinyworld):
+    model, tok = tinyworld
+    batch = tokenize(
+        tok,
+        [
+            "The capital of France is",
+            "The Eiffel Tower is located in the city of",
+            "When Mary and John went to the store, John gave a drink to",
+        ],
+    )
+    logits = masked(model)(batch.tokens, batch.mask)[:, -1]
+    assert [tok.decode([int(i)]) for i in logits.argmax(-1).tolist()] == ["Paris", "Paris", "Mary"]
+
+
+def test_tinyworld_meets_its_figures_on_the_shipped_weights():
+    figures = evaluate("tinyworld")
+    assert figures["facts"] >= 0.95, figures
+    assert figures["ioi_heldout"] >= 0.90, figures
+    assert figures["induction_ratio"] < 0.20, figures
+
+
+def test_copying_the_shipped_folder_elsewhere_still_loads(tmp_path):
+    dest = shutil.copytree(TINYWORLD, tmp_path / "tw")
+    model, tok = load(dest)
+    assert model(mx.array([tok.encode("The capital of")])).shape[-1] == len(tok.get_vocab())
