@@ -7,6 +7,7 @@ import mlxinterp  # noqa: F401  (must precede mlx.core: loads the fast BLAS)
 # isort: on
 
 import functools
+import os
 
 import mlx.core as mx
 import numpy as np
@@ -16,6 +17,9 @@ from mlx.utils import tree_flatten
 from mlxinterp.testing import FIXTURE_ARCHS, tiny_model
 
 MOE_ARCHS = ("mixtral", "qwen2_moe")
+
+# No model hub here (and none wanted in tests): make hub look-ups fail fast, never hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @functools.cache

@@ -36,6 +36,6 @@ def test_bad_arguments_exit_non_zero_with_usage():
 
 
 def test_an_error_inside_a_command_is_one_clear_line(capsys):
-    assert main(["demo", "--arch", "no_such_arch"]) == 1
+    assert main(["generate", "--model", "nobody/none", "--max-tokens", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no fixture for architecture 'no_such_arch'" in err[0]
+    assert len(err) == 1 and "mlxinterp generate: error:" in err[0]

@@ -27,7 +27,7 @@ def test_greedy_with_cache_equals_recomputing_the_whole_sequence(arch):
     assert a.tokens.tolist() == b.tokens.tolist()
     np.testing.assert_allclose(np.array(a.logits()), np.array(b.logits()), atol=1e-4)
     # and against a plain forward over the final sequence
-    full = model(a.sequences[:, :-1])[:, PROMPT.shape[1] - 1:]
+    full = model(a.sequences[:, :-1])[:, PROMPT.shape[1] - 1 :]
     np.testing.assert_allclose(np.array(a.logits()), np.array(full), atol=1e-4)
 
 
@@ -52,16 +52,22 @@ def test_absolute_position_selectors_agree_with_and_without_cache():
     b = generate(model, None, PROMPT, max_tokens=6, interventions=edits, use_cache=False)
     np.testing.assert_allclose(np.array(a.logits()), np.array(b.logits()), atol=1e-4)
     plain = generate(model, None, PROMPT, max_tokens=6)
-    np.testing.assert_allclose(np.array(a.logits()[:, :2]), np.array(plain.logits()[:, :2]),
-                               atol=1e-6)  # steps 0, 1 see positions < 6 only
+    np.testing.assert_allclose(
+        np.array(a.logits()[:, :2]), np.array(plain.logits()[:, :2]), atol=1e-6
+    )  # steps 0, 1 see positions < 6 only
 
 
 def test_an_intervention_from_step_t_changes_tokens_only_from_t_on():
     model = tiny_model("llama")
     plain = generate(model, None, PROMPT, max_tokens=6).tokens.tolist()[0]
     target = next(t for t in range(3, 64) if t not in plain)
-    steered = generate(model, None, PROMPT, max_tokens=6,
-                       interventions={"logits": during(force(target), from_step=3)})
+    steered = generate(
+        model,
+        None,
+        PROMPT,
+        max_tokens=6,
+        interventions={"logits": during(force(target), from_step=3)},
+    )
     got = steered.tokens.tolist()[0]
     assert got[:3] == plain[:3] and got[3:] == [target] * 3
 
@@ -76,11 +82,16 @@ def test_reactive_edits_apply_to_the_very_next_step_without_lag():
         seen.append((step, tokens.shape[1], acts["resid_post.2"].shape[1]))
         return {"logits": force(target)} if step == 1 else {}
 
-    got = generate(model, None, PROMPT, max_tokens=5, capture=["resid_post.2"],
-                   on_step=on_step).tokens.tolist()[0]
+    got = generate(
+        model, None, PROMPT, max_tokens=5, capture=["resid_post.2"], on_step=on_step
+    ).tokens.tolist()[0]
     assert got[:2] == plain[:2] and got[2] == target  # decided at step 1, effective at step 2
-    assert got[3:] == generate(model, None, mx.array([PROMPT.tolist()[0] + got[:3]]),
-                               max_tokens=2).tokens.tolist()[0]
+    assert (
+        got[3:]
+        == generate(
+            model, None, mx.array([PROMPT.tolist()[0] + got[:3]]), max_tokens=2
+        ).tokens.tolist()[0]
+    )
     assert seen[0] == (0, 6, 5) and seen[1] == (1, 7, 1)  # step 0: prompt; then one position
 
 
@@ -93,16 +104,17 @@ def test_ragged_batch_generation_equals_per_prompt_generation(arch):
     mask = mx.array([[False] * (width - len(r)) + [True] * len(r) for r in rows])
     from mlxinterp.text import Batch
 
-    batch = generate(model, None, Batch(tokens, mask, []), max_tokens=4,
-                     capture=["resid_post.1"])
+    batch = generate(model, None, Batch(tokens, mask, []), max_tokens=4, capture=["resid_post.1"])
     for i, r in enumerate(rows):
         solo = generate(model, None, mx.array([r]), max_tokens=4, capture=["resid_post.1"])
         assert batch.tokens[i].tolist() == solo.tokens[0].tolist()
-        np.testing.assert_allclose(np.array(batch.logits()[i]), np.array(solo.logits()[0]),
-                                   atol=1e-4)
-        stitched = batch.stitched("resid_post.1")[i, width - len(r):]
-        np.testing.assert_allclose(np.array(stitched), np.array(solo.stitched("resid_post.1")[0]),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            np.array(batch.logits()[i]), np.array(solo.logits()[0]), atol=1e-4
+        )
+        stitched = batch.stitched("resid_post.1")[i, width - len(r) :]
+        np.testing.assert_allclose(
+            np.array(stitched), np.array(solo.stitched("resid_post.1")[0]), atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -131,18 +143,23 @@ def test_patterns_cannot_be_stitched_and_say_why():
 
 def test_sentiment_vector_steers_the_movie_review_on_tinyworld():
     model, tok = load("tinyworld")
-    pos = [f"The {r} was {a}" for r in world.REVIEWED for a in world.POSITIVE[:4]]
-    neg = [f"The {r} was {a}" for r in world.REVIEWED for a in world.NEGATIVE[:4]]
+
+    def openings(words):  # the sentiment is carried to the last token, "was", in both sets
+        return [f"The {a} was {w} and the {b} was" for a, b in zip(world.REVIEWED,
+                                                              world.REVIEWED[1:]) for w in words]
+
     site = "resid_post.1"
-    v = steering_vector(model, pos, neg, site, tokenizer=tok)
+    v = steering_vector(model, openings(world.POSITIVE), openings(world.NEGATIVE), site,
+                        tokenizer=tok)
     ids = lambda words: mx.array([tok.encode(w, add_special_tokens=False)[0] for w in words])  # noqa: E731
     pos_ids, neg_ids = ids(world.POSITIVE), ids(world.NEGATIVE)
     logits = scale_sweep(model, "The movie was", site, v, [-1.0, 0.0, 1.0], tokenizer=tok)
     p = mx.softmax(logits[:, 0], axis=-1)
     pos_mass, neg_mass = p[:, pos_ids].sum(-1).tolist(), p[:, neg_ids].sum(-1).tolist()
-    # threshold: the steered side gains at least 0.2 of probability mass over the unsteered
+    # threshold: the steered side gains at least 0.2 of probability mass over the unsteered run
     assert pos_mass[2] > pos_mass[1] + 0.2, (pos_mass, neg_mass)
     assert neg_mass[0] > neg_mass[1] + 0.2, (pos_mass, neg_mass)
-    g = generate(model, tok, "The movie was", max_tokens=3,
-                 interventions={site: during(steer(v, 1.0), prompt=True)})
-    assert g.texts[0].split()[0] in world.POSITIVE
+    for scale, words in ((1.0, world.POSITIVE), (-1.0, world.NEGATIVE)):
+        g = generate(model, tok, "The movie was", max_tokens=2,
+                     interventions={site: during(steer(v, scale))})
+        assert g.texts[0].split()[0] in words, (scale, g.texts)

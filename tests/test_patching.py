@@ -8,7 +8,12 @@ from conftest import MOE_ARCHS
 from mlxinterp import capture, intervene, load, plant, vmappable_experts
 from mlxinterp.interventions import replace
 from mlxinterp.metrics import kl_to, logit_diff, logprob, normalized, prob
-from mlxinterp.patching import activation_patching, attribution_patching, path_patching
+from mlxinterp.patching import (
+    activation_patching,
+    attribution_patching,
+    path_patching,
+    rank_correlation,
+)
 from mlxinterp.testing import tiny_model
 
 CLEAN = mx.array([[5, 9, 12, 7, 30, 8], [6, 11, 13, 17, 31, 9]])
@@ -141,12 +146,6 @@ def test_path_patching_of_all_senders_to_the_output_equals_their_direct_effect()
     assert v == pytest.approx((float(METRIC(out)) - m_corr) / (m_clean - m_corr), abs=1e-4)
 
 
-def spearman(a, b):
-    """Rank correlation (no ties expected in float effects)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def test_france_paris_on_tinyworld_gives_a_sensible_layer_map():
     model, tok = load("tinyworld")
     clean, corrupt = "The capital of France is", "The capital of Japan is"
@@ -164,7 +163,7 @@ def test_france_paris_on_tinyworld_gives_a_sensible_layer_map():
     attr = attribution_patching(
         model, clean, corrupt, metric=metric, tokenizer=tok, component="resid_pre"
     ).to_numpy()
-    rho = spearman(attr.reshape(-1), v.reshape(-1))
+    rho = rank_correlation(attr, v)
     assert rho >= 0.7, rho
     ax = act.plot()
     assert "4:France" in [t.get_text() for t in ax.get_xticklabels()]

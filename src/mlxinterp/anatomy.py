@@ -152,7 +152,17 @@ _SPECS: dict[str, ArchSpec] = {
 
 def register_architecture(model_file: str, spec: ArchSpec) -> None:
     """Declare the spec of the architecture whose block class lives in ``model_file``
-    (the last part of its module name, e.g. ``"llama"`` for ``mlx_lm.models.llama``)."""
+    (the last part of its module name, e.g. ``"llama"`` for ``mlx_lm.models.llama``).
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> register_architecture("my_llama", anatomy(model).spec)
+        >>> block = model.model.layers[0]  # pretend its class lives in my_pkg/my_llama.py:
+        >>> block.__class__ = type("Block", (type(block),), {"__module__": "my_pkg.my_llama"})
+        >>> anatomy(model).arch
+        'my_llama'
+    """
     _SPECS[model_file] = spec
 
 
@@ -231,7 +241,14 @@ class Anatomy:
 
 
 def anatomy(model: nn.Module) -> Anatomy:
-    """Infer the `Anatomy` of an mlx-lm model (see the module docstring)."""
+    """Infer the `Anatomy` of an mlx-lm model (see the module docstring).
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> a = anatomy(tiny_model("gpt2"))
+        >>> a.arch, a.n_layers, a.path(1, a.spec.o_proj), a.spec.resid_mid
+        ('gpt2', 3, 'model.h.1.attn.c_proj', 'ln_2:in')
+    """
     mods = module_paths(model)
     candidates = [p for p in ("model.layers.0", "model.h.0", "layers.0", "h.0") if p in mods]
     if not candidates:

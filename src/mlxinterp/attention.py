@@ -82,6 +82,15 @@ def explicit_attention(
     Equivalent to ``mx.fast.scaled_dot_product_attention`` (grouped-query heads repeated).
     With ``report_edit`` returns ``(out, edited)``, ``edited`` telling whether a flow
     returned a different array than it was given.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> q = mx.random.normal((1, 4, 3, 8), key=mx.random.key(0))  # [batch, head, pos, d]
+        >>> kv = mx.random.normal((1, 2, 3, 8), key=mx.random.key(1))  # 2 kv heads (GQA)
+        >>> out = explicit_attention(q, kv, kv, 8**-0.5, "causal")
+        >>> fused = mx.fast.scaled_dot_product_attention(q, kv, kv, scale=8**-0.5, mask="causal")
+        >>> out.shape, bool(mx.allclose(out, fused, atol=1e-5))
+        ((1, 4, 3, 8), True)
     """
     flows = flows or {}
     n_rep = queries.shape[-3] // keys.shape[-3]

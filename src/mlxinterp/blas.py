@@ -55,7 +55,13 @@ def _find() -> str | None:
 
 
 def setup() -> BlasStatus:
-    """Load an optimised BLAS before ``mlx.core`` if possible; idempotent."""
+    """Load an optimised BLAS before ``mlx.core`` if possible; idempotent.
+
+    Example:
+        >>> st = setup()  # already ran at `import mlxinterp`: returns the same status
+        >>> st.active in ("openblas", "bundled", "platform"), setup() is st
+        (True, True)
+    """
     if _STATUS:
         return _STATUS[0]
     choice = os.environ.get("MLXINTERP_BLAS", "").strip()
@@ -102,7 +108,14 @@ def _preloaded_openblas() -> str | None:
 
 
 def status() -> BlasStatus:
-    """The `BlasStatus` of this process (runs `setup` if nobody did)."""
+    """The `BlasStatus` of this process (runs `setup` if nobody did).
+
+    Example:
+        >>> status().active in ("openblas", "bundled", "platform")
+        True
+        >>> isinstance(status().reason, str)
+        True
+    """
     return setup()
 
 

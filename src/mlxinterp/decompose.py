@@ -114,7 +114,15 @@ def _component_sites(an: Anatomy, upto: int) -> list[str]:
 
 
 def decompose_resid(model: nn.Module, tokens: mx.array, *, layer: int = -1) -> Components:
-    """``resid_post.layer`` as embed + each ``attn_out`` + each ``mlp_out`` up to ``layer``."""
+    """``resid_post.layer`` as embed + each ``attn_out`` + each ``mlp_out`` up to ``layer``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> d = decompose_resid(tiny_model("gpt2"), mx.array([[1, 2, 3]]), layer=0)
+        >>> d.labels, d.values.shape, bool(mx.allclose(d.total(), d.target, atol=1e-5))
+        (['embed', 'attn_out.0', 'mlp_out.0'], (3, 1, 3, 32), True)
+    """
     an = anatomy(model)
     layer = layer % an.n_layers
     sites = _component_sites(an, layer)
@@ -129,6 +137,13 @@ def head_results(model: nn.Module, tokens: mx.array, layer: int) -> Components:
 
     ``target`` is the projection's output (``attn_out`` on pre-norm architectures; on
     post-norm ones, the input of the post-attention norm).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> h = head_results(tiny_model("gpt2"), mx.array([[1, 2, 3]]), layer=1)
+        >>> h.labels, bool(mx.allclose(h.total(), h.target, atol=1e-5))
+        (['L1H0', 'L1H1', 'L1H2', 'L1H3', 'L1 bias'], True)
     """
     an = anatomy(model)
     o_proj = an.path(layer, an.spec.o_proj)
@@ -150,6 +165,13 @@ def accumulated_resid(
 
     With ``apply_final_norm`` each entry goes through the final norm (the input of a logit
     lens). ``target`` is the final-normed ``resid_final``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> acc = accumulated_resid(tiny_model("llama"), mx.array([[1, 2, 3]]))
+        >>> acc.labels, acc.values.shape, bool(mx.allclose(acc.values[-1], acc.target))
+        (['resid_pre.0', 'resid_pre.1', 'resid_pre.2', 'resid_final'], (4, 1, 3, 32), True)
     """
     an = anatomy(model)
     sites = [f"resid_pre.{i}" for i in range(an.n_layers)] + ["resid_final"]
@@ -200,6 +222,17 @@ def direct_logit_attribution(
     ``logit[a] - logit[b]``. ``heads=True`` splits each layer's attention into heads (plus the
     projection bias; pre-norm architectures only). The result's ``total()`` equals the model's
     pre-soft-cap logit (difference) at that position.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> model, toks = tiny_model("llama"), mx.array([[3, 4, 5, 6]])
+        >>> dla = direct_logit_attribution(model, toks, target=(5, 7), heads=True)
+        >>> len(dla.labels), dla.labels[:3]
+        (16, ['embed', 'L0H0', 'L0H1'])
+        >>> logits = model(toks)[0, -1]
+        >>> bool(abs(dla.total()[0] - (logits[5] - logits[7])) < 1e-4)
+        True
     """
     an = anatomy(model)
     if heads and an.spec.attn_out != an.spec.attn:

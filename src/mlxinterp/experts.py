@@ -81,6 +81,15 @@ def vmappable_experts(model: nn.Module) -> Iterator[list[str]]:
     A model without expert layers passes through unchanged (the list is empty). Compose it
     like any context: trace (``mx.compile``) inside it, and the compiled function keeps the
     gathered form after the block ends.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("mixtral")
+        >>> with vmappable_experts(model) as paths:
+        ...     out = mx.vmap(model)(mx.array([[[1, 2]], [[3, 4]]]))
+        >>> out.shape, len(paths), sorted(paths)[0]
+        ((2, 1, 2, 64), 9, 'model.layers.0.block_sparse_moe.switch_mlp.down_proj')
     """
     classes = _expert_classes()
     found = [(p, m) for p, m in model.named_modules() if isinstance(m, classes)]

@@ -50,7 +50,12 @@ _step_var: ContextVar[int | None] = ContextVar("mlxinterp_generation_step", defa
 
 
 def current_step() -> int | None:
-    """The generation step being computed (0 = the prompt), or None outside `generate`."""
+    """The generation step being computed (0 = the prompt), or None outside `generate`.
+
+    Example:
+        >>> current_step() is None  # outside generation
+        True
+    """
     return _step_var.get()
 
 
@@ -90,6 +95,16 @@ def during(
 
     ``during(add(v), prompt=False)`` steers generated tokens only; ``during(f, from_step=3)``
     changes the 4th generated token onwards. Outside generation ``f`` always applies.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.interventions import zero
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> g = generate(model, None, mx.array([[5, 9, 12]]), max_tokens=3,
+        ...              interventions={"mlp_out.0": during(zero(), prompt=False)})
+        >>> g.tokens.shape
+        (1, 3)
     """
     return _During(f, prompt, generated, from_step, until_step)
 
@@ -170,7 +185,15 @@ def stream(
     stop_at_eos: bool = True,
     use_cache: bool = True,
 ) -> Iterator[Step]:
-    """Yield each generation `Step` as it is computed (see `generate` for the arguments)."""
+    """Yield each generation `Step` as it is computed (see `generate` for the arguments).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> steps = list(stream(tiny_model("gpt2"), None, mx.array([[5, 9, 12]]), max_tokens=2))
+        >>> [s.index for s in steps], steps[0].tokens.shape
+        ([0, 1], (1,))
+    """
     from mlx_lm.models.cache import make_prompt_cache
 
     batch = as_batch(tokenizer, prompts)
@@ -257,6 +280,14 @@ def generate(
     activations; returning a dict replaces the interventions from the next step on.
     ``temperature=0`` is greedy; otherwise sampling is seeded by ``seed``. With
     ``use_cache=False`` every step recomputes the whole sequence (a reference for tests).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> g = generate(tiny_model("llama"), None, mx.array([[5, 9, 12]]), max_tokens=4,
+        ...              capture=["resid_post.1"])
+        >>> g.tokens.shape, g.stitched("resid_post.1").shape  # 3 prompt + 3 fed-back positions
+        ((1, 4), (1, 6, 32))
     """
     steps = list(
         stream(

@@ -145,19 +145,36 @@ _VIRTUAL_PORTS: dict[str, VirtualPort] = {}
 
 
 def register_virtual_port(port: VirtualPort, *names: str) -> VirtualPort:
-    """Make ``port`` usable as ``"path:<name>"`` for each name (default: ``port.name``)."""
+    """Make ``port`` usable as ``"path:<name>"`` for each name (default: ``port.name``).
+
+    Example:
+        >>> from mlxinterp.attention import ResultPort
+        >>> port = register_virtual_port(ResultPort())  # what attention.py does at import
+        >>> virtual_port("result.4") is port
+        True
+    """
     for name in names or (port.name,):
         _VIRTUAL_PORTS[name] = port
     return port
 
 
 def virtual_port(name: str) -> VirtualPort | None:
-    """The virtual port family serving port ``name`` (``"pattern"``, ``"result.4"``), or None."""
+    """The virtual port family serving port ``name`` (``"pattern"``, ``"result.4"``), or None.
+
+    Example:
+        >>> type(virtual_port("pattern")).__name__, virtual_port("out")
+        ('AttentionPorts', None)
+    """
     return _VIRTUAL_PORTS.get(name.split(".")[0])
 
 
 def virtual_port_names() -> list[str]:
-    """Names of the registered virtual ports."""
+    """Names of the registered virtual ports.
+
+    Example:
+        >>> {"q", "k", "v", "scores", "pattern", "result"} <= set(virtual_port_names())
+        True
+    """
     return sorted(_VIRTUAL_PORTS)
 
 
@@ -174,6 +191,14 @@ def position_offset(offset: int) -> Iterator[None]:
     Generation with a KV cache feeds one new position per call; this keeps position
     selectors (``zero().at(positions=[12])``) in absolute positions, and lets them name
     positions that are not generated yet.
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> from mlxinterp.interventions import zero
+        >>> hook = Hook(nn.Identity(), Site(""), zero().at(positions=[11]))
+        >>> with position_offset(10):  # the value's first position is absolute position 10
+        ...     print(hook(mx.ones((1, 2, 1)))[0, :, 0].tolist())
+        [1.0, 0.0]
     """
     token = _OFFSET.set(int(offset))
     try:
@@ -223,7 +248,18 @@ def original_class(module: nn.Module) -> type:
 
 
 def is_hooked(module: nn.Module) -> bool:
-    """True while some transform has ``module``'s class swapped."""
+    """True while some transform has ``module``'s class swapped.
+
+    Example:
+        >>> from mlxinterp.sites import resolve
+        >>> from mlxinterp.testing import tiny_model
+        >>> [(site, mod)] = resolve(tiny_model("gpt2"), "model.h.0.mlp")
+        >>> with hooks_installed([Hook(mod, site, lambda x, ctx: x)]):
+        ...     print(is_hooked(mod))
+        True
+        >>> is_hooked(mod)
+        False
+    """
     return "__mlxinterp_original__" in type(module).__dict__
 
 
@@ -254,6 +290,17 @@ def hooks_installed(hooks: Sequence[Hook]) -> Iterator[None]:
 
     Hooks installed by an inner block run before those of outer blocks on the same module.
     Everything is undone on exit, exceptions included.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.sites import resolve
+        >>> from mlxinterp.testing import tiny_model
+        >>> model, seen = tiny_model("gpt2"), []
+        >>> [(site, mod)] = resolve(model, "model.h.0.mlp")
+        >>> with hooks_installed([Hook(mod, site, lambda x, ctx: seen.append(x.shape) or x)]):
+        ...     _ = model(mx.array([[1, 2, 3]]))
+        >>> seen
+        [(1, 3, 32)]
     """
     current = _ACTIVE.get()
     added: dict[int, tuple[Hook, ...]] = {}

@@ -95,6 +95,15 @@ def apply_edit(f: Callable, x: mx.array, ctx: HookContext | None = None) -> mx.a
 
     The result is cast back to ``x``'s dtype so an edit cannot silently promote a model's
     activations.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> x = mx.ones((2, 3), dtype=mx.float16)
+        >>> apply_edit(lambda v: v * mx.array(2.0), x).dtype  # float32 product, cast back
+        mlx.core.float16
+        >>> apply_edit(lambda v: v.sum(-1), x)
+        Traceback (most recent call last):
+        ValueError: intervention ... changed the shape: activation (2, 3), result (2,); ...
     """
     y = f.apply(x, ctx) if isinstance(f, Intervention) else f(x)
     if not isinstance(y, mx.array):
@@ -203,12 +212,26 @@ class _Compose(Intervention):
 
 
 def zero() -> Intervention:
-    """Replace the activation by zeros (zero-ablation)."""
+    """Replace the activation by zeros (zero-ablation).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> zero()(mx.ones((1, 2, 3))).tolist()
+        [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    """
     return _Zero()
 
 
 def scale(factor: float | mx.array) -> Intervention:
-    """Multiply the activation by ``factor`` (a scalar or an array broadcasting to it)."""
+    """Multiply the activation by ``factor`` (a scalar or an array broadcasting to it).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> scale(0.5)(mx.full((1, 2), 4.0)).tolist()
+        [[2.0, 2.0]]
+        >>> scale(mx.array([1.0, 0.0]))(mx.full((1, 2), 4.0)).tolist()  # per-channel
+        [[4.0, 0.0]]
+    """
     return _Scale(factor)
 
 
@@ -224,7 +247,15 @@ def add(vector: mx.array | float) -> Intervention:
 
 
 def replace(value: mx.array | float) -> Intervention:
-    """Replace the activation by ``value`` (broadcast to its shape): patching, mean-ablation."""
+    """Replace the activation by ``value`` (broadcast to its shape): patching, mean-ablation.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> replace(mx.array([1.0, 2.0]))(mx.zeros((1, 3, 2)))[0].tolist()
+        [[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]
+        >>> set is replace
+        True
+    """
     return _Replace(value)
 
 
@@ -233,7 +264,13 @@ set = replace  # noqa: A001 - `interventions.set(v)` reads as the verb it is
 
 
 def clamp(min: float | None = None, max: float | None = None) -> Intervention:  # noqa: A002
-    """Clip the activation to ``[min, max]`` (either may be None)."""
+    """Clip the activation to ``[min, max]`` (either may be None).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> clamp(max=1.0)(mx.array([[-2.0, 0.5, 3.0]])).tolist()
+        [[-2.0, 0.5, 1.0]]
+    """
     if min is None and max is None:
         raise ValueError("clamp needs min=, max= or both")
     return _Clamp(min, max)
@@ -244,6 +281,12 @@ def noise(std: float | mx.array, *, key: mx.array) -> Intervention:
 
     The key is explicit so that runs are reproducible and compiled functions stay pure:
     ``noise(0.1, key=mx.random.key(0))``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> f, x = noise(0.1, key=mx.random.key(0)), mx.zeros((1, 4, 8))
+        >>> f(x).shape, bool(mx.array_equal(f(x), f(x)))  # same key, same noise
+        ((1, 4, 8), True)
     """
     if not isinstance(key, mx.array):
         raise TypeError("noise needs an explicit PRNG key: noise(std, key=mx.random.key(0))")
@@ -251,7 +294,13 @@ def noise(std: float | mx.array, *, key: mx.array) -> Intervention:
 
 
 def compose(*fs: Callable) -> Intervention:
-    """Apply ``fs`` left to right."""
+    """Apply ``fs`` left to right.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> compose(add(1.0), scale(3.0))(mx.zeros((1, 2))).tolist()
+        [[3.0, 3.0]]
+    """
     if not fs:
         raise ValueError("compose needs at least one function")
     return _Compose(tuple(fs))

@@ -17,7 +17,7 @@ Example:
     >>> from mlxinterp.loading import load
     >>> model, tok = load("tinyworld")
     >>> lens = logit_lens(model, "The Eiffel Tower is located in the city of", tokenizer=tok)
-    >>> lens.layers[-1], lens.top_tokens(k=1)[-1][0][-1]
+    >>> lens.layers[-1], lens.top_tokens(k=1)[-1][-1]  # last layer, last position
     ('resid_post.3', ['Paris'])
 """
 
@@ -180,6 +180,13 @@ def logit_lens(
 
     ``layers`` indexes the rows (0 = embed, L + 1 = after block L); ``positions`` selects
     positions. Text needs ``tokenizer``; a list of texts is left-padded and masked.
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> import mlx.core as mx
+        >>> lens = logit_lens(tiny_model("llama"), mx.array([[3, 4, 5]]), positions=-1)
+        >>> lens.layers, lens.logprobs.shape
+        (['embed', 'resid_post.0', 'resid_post.1', 'resid_post.2'], (4, 1, 1, 64))
     """
     an = anatomy(model)
     batch = as_batch(tokenizer, text_or_tokens)
@@ -304,6 +311,15 @@ class TunedLens(nn.Module):
         infinite loss stops training with an error instead of applying the update. With
         ``checkpoint_dir``, the lens and optimizer state are saved every ``checkpoint_every``
         steps and ``resume=True`` continues from the last checkpoint there.
+
+        Example:
+            >>> from mlxinterp.testing import tiny_model
+            >>> import mlx.core as mx
+            >>> model = tiny_model("llama")
+            >>> stream = mx.random.randint(3, 60, (400,), key=mx.random.key(0))
+            >>> lens = TunedLens.train(model, stream, steps=3, progress=False)
+            >>> lens.weight.shape
+            (3, 32, 32)
         """
         from tqdm.auto import tqdm
 
@@ -427,7 +443,17 @@ def tuned_lens(
     *,
     tokenizer: Any = None,
 ) -> LensResult:
-    """Read the residual stream through a trained `TunedLens`; same result as `logit_lens`."""
+    """Read the residual stream through a trained `TunedLens`; same result as `logit_lens`.
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> import mlx.core as mx
+        >>> model = tiny_model("gpt2")
+        >>> lens = TunedLens.for_model(model)  # identity translators: equals the logit lens
+        >>> t = tuned_lens(model, lens, mx.array([[3, 4, 5]]))
+        >>> bool(mx.allclose(t.logprobs, logit_lens(model, mx.array([[3, 4, 5]])).logprobs))
+        True
+    """
     an = anatomy(model)
     batch = as_batch(tokenizer, text_or_tokens)
     res, _ = _forward_residuals(model, batch)
@@ -437,7 +463,16 @@ def tuned_lens(
 
 
 def compare_lenses(results: Sequence[LensResult], ax: Any = None):
-    """Plot per-layer mean KL to the final distribution for several lens results."""
+    """Plot per-layer mean KL to the final distribution for several lens results.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from mlxinterp.testing import tiny_model
+        >>> import mlx.core as mx
+        >>> ll = logit_lens(tiny_model("llama"), mx.array([[3, 4, 5]]))
+        >>> len(compare_lenses([ll]).lines)
+        1
+    """
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]

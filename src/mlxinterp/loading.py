@@ -49,6 +49,13 @@ def load(name_or_path: str | Path, **kwargs: Any) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)`` from a hub name, a local folder, or ``"tinyworld"`` (offline).
 
     Extra keyword arguments go to ``mlx_lm.load`` (``tokenizer_config=``, ``lazy=``, ...).
+
+    Example:
+        >>> import tempfile
+        >>> from mlxinterp.testing import save_tiny_model
+        >>> model, tokenizer = load(save_tiny_model("llama", tempfile.mkdtemp()))
+        >>> type(model).__module__, tokenizer.decode(tokenizer.encode("w1 w2"))
+        ('mlx_lm.models.llama', 'w1 w2')
     """
     import mlx_lm
 

@@ -47,7 +47,14 @@ def _per_row(token, x: mx.array) -> mx.array:
 
 def logit_diff(a: int, b: int, *, position: int = -1) -> Metric:
     """``logit[a] - logit[b]`` at ``position``, mean over the batch; ``a``/``b`` may be one id
-    or one per batch row."""
+    or one per batch row.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> logits = mx.array([[[5.0, 0.0, 0.0], [0.0, 1.0, 3.0]]])  # [batch, pos, vocab]
+        >>> float(logit_diff(2, 0)(logits)), float(logit_diff(2, 0, position=0)(logits))
+        (3.0, -5.0)
+    """
     return Metric(
         lambda x: (_per_row(a, x) - _per_row(b, x)).mean(), f"logit[{a}] - logit[{b}]", position
     )
@@ -58,18 +65,39 @@ def _logp(x: mx.array) -> mx.array:
 
 
 def logprob(token: int, *, position: int = -1) -> Metric:
-    """Log-probability of ``token`` at ``position`` (mean over the batch)."""
+    """Log-probability of ``token`` at ``position`` (mean over the batch).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> m = logprob(0)
+        >>> m.name, round(float(m(mx.zeros((1, 1, 2)))), 4)  # log(1/2)
+        ('log p(0)', -0.6931)
+    """
     return Metric(lambda x: _per_row(token, _logp(x)).mean(), f"log p({token})", position)
 
 
 def prob(token: int, *, position: int = -1) -> Metric:
-    """Probability of ``token`` at ``position`` (mean over the batch)."""
+    """Probability of ``token`` at ``position`` (mean over the batch).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> float(prob(1)(mx.zeros((2, 3, 4))))  # uniform over 4 tokens
+        0.25
+    """
     return Metric(lambda x: mx.exp(_per_row(token, _logp(x))).mean(), f"p({token})", position)
 
 
 def kl_to(reference_logits: mx.array, *, position: int = -1) -> Metric:
     """``KL(reference ‖ logits)`` at ``position``, mean over the batch (0 = same as the
-    reference, typically the clean run)."""
+    reference, typically the clean run).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> clean = mx.array([[[1.0, 2.0, 3.0]]])
+        >>> m = kl_to(clean)
+        >>> float(m(clean)), float(m(mx.zeros((1, 1, 3)))) > 0
+        (0.0, True)
+    """
     ref = _logp(reference_logits[..., position, :])
 
     def fn(x):
@@ -79,7 +107,14 @@ def kl_to(reference_logits: mx.array, *, position: int = -1) -> Metric:
 
 
 def normalized(metric: Callable, clean_value: float, corrupted_value: float) -> Callable:
-    """``(m - corrupted) / (clean - corrupted)``: 0 = the corrupted run, 1 = the clean run."""
+    """``(m - corrupted) / (clean - corrupted)``: 0 = the corrupted run, 1 = the clean run.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> m = normalized(logit_diff(0, 1), clean_value=4.0, corrupted_value=0.0)
+        >>> m.name, float(m(mx.array([[[3.0, 1.0]]])))
+        ('normalised logit[0] - logit[1]', 0.5)
+    """
     span = clean_value - corrupted_value
     if span == 0:
         raise ValueError("the metric is equal on the clean and corrupted runs: cannot normalise")

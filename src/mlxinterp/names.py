@@ -119,7 +119,14 @@ class HeadsFirstToPosFirst:
 
 
 def is_standard_name(spec: str) -> bool:
-    """True when ``spec`` is a standard or TransformerLens name (or a pattern of one)."""
+    """True when ``spec`` is a standard or TransformerLens name (or a pattern of one).
+
+    Example:
+        >>> is_standard_name("resid_post.*"), is_standard_name("blocks.0.attn.hook_pattern")
+        (True, True)
+        >>> is_standard_name("model.layers.0.mlp")
+        False
+    """
     return spec in GLOBAL or spec == "hook_embed" or bool(_STD_RE.match(spec) or _TL_RE.match(spec))
 
 
@@ -181,7 +188,16 @@ def _real(an, name: str, layer: int | None) -> tuple[str, str, object, tuple]:
 
 
 def expand_standard(root: nn.Module, spec: str) -> list[tuple[Site, nn.Module]] | None:
-    """Resolve a standard / TransformerLens name on ``root``; None if ``spec`` is not one."""
+    """Resolve a standard / TransformerLens name on ``root``; None if ``spec`` is not one.
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("gpt2")
+        >>> [(str(s), s.path, s.port) for s, _ in expand_standard(model, "resid_mid.[0-1]")]
+        [('resid_mid.0', 'model.h.0.ln_2', 'in'), ('resid_mid.1', 'model.h.1.ln_2', 'in')]
+        >>> expand_standard(model, "model.h.0") is None
+        True
+    """
     written = spec
     if spec == "hook_embed":
         spec = "embed"

@@ -108,12 +108,24 @@ SiteSpec = str | Site | Callable[[Any], Any]
 
 
 def natural_key(path: str) -> tuple:
-    """Sort key putting ``layers.2`` before ``layers.10``."""
+    """Sort key putting ``layers.2`` before ``layers.10``.
+
+    Example:
+        >>> sorted(["layers.10", "layers.2", "layers.1"], key=natural_key)
+        ['layers.1', 'layers.2', 'layers.10']
+    """
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path))
 
 
 def module_paths(root: nn.Module) -> dict[str, nn.Module]:
-    """Every module under ``root`` by path, natural order; a shared module keeps its first path."""
+    """Every module under ``root`` by path, natural order; a shared module keeps its first path.
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> paths = module_paths(tiny_model("gpt2"))
+        >>> list(paths)[:4], type(paths["model.h.0.attn.c_proj"]).__name__
+        (['', 'model', 'model.h.0', 'model.h.0.attn'], 'Linear')
+    """
     seen: set[int] = set()
     out: dict[str, nn.Module] = {}
     for path, mod in sorted(root.named_modules(), key=lambda kv: natural_key(kv[0])):
@@ -217,6 +229,15 @@ def resolve(
 
     ``port`` overrides the spec's port (used with accessor functions); ``expect`` checks the
     number of matches.
+
+    Example:
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> [str(s) for s, m in resolve(model, "model.layers.1.mlp.*_proj:in")]
+        ['model.layers.1.mlp.down_proj:in', 'model.layers.1.mlp.gate_proj:in',
+         'model.layers.1.mlp.up_proj:in']
+        >>> [(str(s), type(m).__name__) for s, m in resolve(model, "attn_out.-1")]
+        [('attn_out.-1', 'Attention')]
     """
     if isinstance(spec, str) and port is None:
         from .names import expand_standard

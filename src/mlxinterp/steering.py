@@ -64,6 +64,14 @@ def steering_vector(
     ``positions``: the last token (default), the mean over each prompt's real tokens, or one
     position index. Prompts may be texts (with ``tokenizer``) or token arrays; ragged lists
     are left-padded and the padding is masked.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> pos, neg = mx.array([[1, 2, 3], [4, 5, 6]]), mx.array([[1, 2, 7]])
+        >>> v = steering_vector(tiny_model("llama"), pos, neg, "resid_post.1", positions="mean")
+        >>> v.shape
+        (32,)
     """
     pa, pm = _site_acts(model, tokenizer, positive, site)
     na, nm = _site_acts(model, tokenizer, negative, site)
@@ -74,7 +82,13 @@ def steering_vector(
 
 def steer(vector: mx.array, scale: float | mx.array = 1.0) -> Intervention:
     """``add(scale * vector)`` — restrict it with ``.at(positions=...)`` or
-    `mlxinterp.generation.during`."""
+    `mlxinterp.generation.during`.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> steer(mx.ones(2), 4.0).at(positions=-1)(mx.zeros((1, 3, 2)))[0, :, 0].tolist()
+        [0.0, 0.0, 4.0]
+    """
     return add(vector * scale)
 
 
@@ -89,7 +103,16 @@ def scale_sweep(
     position: int = -1,
 ) -> mx.array:
     """Logits at ``position`` for every scale, ``[n_scales, batch, vocab]``, as one vmapped
-    call of the steered model over the scales."""
+    call of the steered model over the scales.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> model, toks = tiny_model("llama"), mx.array([[1, 2, 3]])
+        >>> logits = scale_sweep(model, toks, "resid_post.0", mx.ones(32), [0.0, 1.0, 2.0])
+        >>> logits.shape, bool(mx.allclose(logits[0], model(toks)[:, -1], atol=1e-5))
+        ((3, 1, 64), True)
+    """
     batch = as_batch(tokenizer, prompt)
     scales = mx.array(scales, dtype=mx.float32)
     fn = model if batch.mask.all().item() else masked(model)

@@ -221,6 +221,14 @@ def word_tokenizer_files(
     Text splits on whitespace (and, with ``punctuation=True``, punctuation becomes tokens of
     its own, rejoined on decoding: ``"store, John"`` round-trips). ``add_bos=True`` makes
     ``encode`` prepend ``<s>``. Uses the ``tokenizers`` library (a dependency of mlx-lm).
+
+    Example:
+        >>> import tempfile
+        >>> from tokenizers import Tokenizer
+        >>> folder = tempfile.mkdtemp()
+        >>> word_tokenizer_files(["the", "cat"], folder, add_bos=True)
+        >>> Tokenizer.from_file(f"{folder}/tokenizer.json").encode("the cat sat").ids
+        [1, 3, 4, 0]
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -248,7 +256,7 @@ def word_tokenizer_files(
                 "eos_token": "</s>",
                 "add_bos_token": add_bos,
                 "clean_up_tokenization_spaces": punctuation,
-                "model_max_length": 4096,
+                "model_max_length": 1_000_000,
             },
             indent=2,
         )

@@ -73,7 +73,16 @@ def _ids(tokenizer: Any, text: str, prepend_bos: bool | None) -> list[int]:
 
 
 def to_str_tokens(tokenizer: Any, ids: Sequence[int] | mx.array) -> list[str]:
-    """Each id decoded on its own, for labels (``'<s>'``, ``'The'``, ``'capital'``, ...)."""
+    """Each id decoded on its own, for labels (``'<s>'``, ``'The'``, ``'capital'``, ...).
+
+    Example:
+        >>> import tempfile
+        >>> from mlxinterp.loading import load
+        >>> from mlxinterp.testing import save_tiny_model
+        >>> _, tok = load(save_tiny_model("llama", tempfile.mkdtemp()))  # words w0, w1, ...
+        >>> to_str_tokens(tok, [1, 4, 5])
+        ['<s>', 'w1', 'w2']
+    """
     ids = ids.tolist() if isinstance(ids, mx.array) else list(ids)
     return [tokenizer.decode([int(i)]) or tokenizer.convert_ids_to_tokens(int(i)) for i in ids]
 
@@ -84,6 +93,15 @@ def tokenize(
     """Encode one string or several into a left-padded `Batch`.
 
     ``prepend_bos=None`` keeps the tokenizer's own choice; True/False force it.
+
+    Example:
+        >>> import tempfile
+        >>> from mlxinterp.loading import load
+        >>> from mlxinterp.testing import save_tiny_model
+        >>> _, tok = load(save_tiny_model("llama", tempfile.mkdtemp()))  # words w0, w1, ...
+        >>> batch = tokenize(tok, ["w1 w2 w3", "w4 w5"])
+        >>> batch.tokens.shape, batch.lengths, batch.str_tokens[1]
+        ((2, 3), [3, 2], ['<pad>', 'w4', 'w5'])
     """
     texts = [text] if isinstance(text, str) else list(text)
     if not texts:
@@ -99,7 +117,15 @@ def tokenize(
 
 
 def as_batch(tokenizer: Any, text_or_tokens: Any) -> Batch:
-    """A `Batch` from text, a list of texts, a `Batch`, or token ids (``[pos]``/``[b, pos]``)."""
+    """A `Batch` from text, a list of texts, a `Batch`, or token ids (``[pos]``/``[b, pos]``).
+
+    Example:
+        >>> batch = as_batch(None, [5, 6, 7])  # token ids need no tokenizer
+        >>> batch.tokens.shape, batch.lengths, batch.str_tokens
+        ((1, 3), [3], [['5', '6', '7']])
+        >>> as_batch(None, batch) is batch
+        True
+    """
     if isinstance(text_or_tokens, Batch):
         return text_or_tokens
     if isinstance(text_or_tokens, str) or (
@@ -226,6 +252,15 @@ def masked(model: nn.Module) -> Callable[..., mx.array]:
     `tokenize` makes; see `check_left_padded`). ``f`` is a plain function of arrays:
     transform it like the model (``capture(masked(model), sites)``), compile, vmap or
     differentiate it.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from mlxinterp.testing import tiny_model
+        >>> model = tiny_model("llama")
+        >>> tokens, mask = mx.array([[0, 5, 6], [4, 5, 6]]), mx.array([[0, 1, 1], [1, 1, 1]]) > 0
+        >>> logits = masked(model)(tokens, mask)  # row 0 is [5, 6] after one padding token
+        >>> bool(mx.allclose(logits[0, 1:], model(mx.array([[5, 6]]))[0], atol=1e-5))
+        True
     """
     _mask_module(model)  # fail early for models that build no mask
 

@@ -22,7 +22,14 @@ __all__ = ["evaluate", "top1", "induction_losses"]
 
 
 def top1(model: nn.Module, tokenizer: Any, prompts: list[world.Prompt]) -> list[bool]:
-    """Whether the model's greedy next word is the prompt's answer, per prompt."""
+    """Whether the model's greedy next word is the prompt's answer, per prompt.
+
+    Example:
+        >>> from mlxinterp.loading import load
+        >>> model, tok = load("tinyworld")  # doctest: +SKIP
+        >>> top1(model, tok, world.fact_prompts()[:4])  # doctest: +SKIP
+        [True, True, True, True]
+    """
     out = []
     for p in prompts:
         ids = tokenizer.encode(p.text)
@@ -53,7 +60,15 @@ def heldout_ioi_prompts(seed: int = 0) -> list[world.Prompt]:
 
 
 def induction_losses(model, tokenizer, n: int = 40, length: int = 12, seed: int = 0):
-    """(mean loss on the first repeat, mean loss on the second repeat)."""
+    """(mean loss on the first repeat, mean loss on the second repeat).
+
+    Example:
+        >>> from mlxinterp.loading import load
+        >>> model, tok = load("tinyworld")  # doctest: +SKIP
+        >>> first, second = induction_losses(model, tok, n=10)  # doctest: +SKIP
+        >>> second / first < 0.2  # doctest: +SKIP
+        True
+    """
     rng = random.Random(seed + 2)
     first, second = [], []
     for _ in range(n):
@@ -69,7 +84,13 @@ def induction_losses(model, tokenizer, n: int = 40, length: int = 12, seed: int 
 
 
 def evaluate(path_or_name: str = "tinyworld") -> dict[str, float]:
-    """All tinyworld figures for a model folder (or ``"tinyworld"``)."""
+    """All tinyworld figures for a model folder (or ``"tinyworld"``).
+
+    Example:
+        >>> figures = evaluate("tinyworld")  # doctest: +SKIP
+        >>> figures["facts"] >= 0.95, figures["induction_ratio"] < 0.2  # doctest: +SKIP
+        (True, True)
+    """
     from .loading import load
 
     model, tokenizer = load(path_or_name)

@@ -11,7 +11,9 @@ classic experiments look for:
   " Mary", over many names, places and objects, with some name pairs held out of training;
 - **induction**: random word sequences repeated twice (the second repeat is predictable
   only by copying);
-- **sentiment**: positive and negative review sentences ("The movie was wonderful ...").
+- **sentiment**: positive and negative reviews whose sentiment is consistent within a sentence
+  ("The movie was wonderful and the food was lovely"), so the model carries a sentiment
+  feature forward — the direction a steering vector finds.
 
 Everything is deterministic given a seed. The evaluation functions here are what the
 training script prints and what the tests assert on the shipped weights.
@@ -33,6 +35,7 @@ __all__ = [
     "vocabulary",
     "corpus",
     "induction_sequence",
+    "review_sentence",
     "POSITIVE",
     "NEGATIVE",
 ]
@@ -203,7 +206,13 @@ class Prompt:
 
 
 def fact_prompts() -> list[Prompt]:
-    """Every fact prompt (all templates, all countries and landmarks)."""
+    """Every fact prompt (all templates, all countries and landmarks).
+
+    Example:
+        >>> prompts = fact_prompts()
+        >>> len(prompts), prompts[0]
+        (126, Prompt(text='The capital of France is', answer='Paris', kind='fact'))
+    """
     out = []
     for country, capital, language in COUNTRIES:
         for tpl, ans in FACT_TEMPLATES:
@@ -216,7 +225,13 @@ def fact_prompts() -> list[Prompt]:
 
 
 def ioi_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(training pairs, held-out pairs) of unordered name pairs; 10 % held out."""
+    """(training pairs, held-out pairs) of unordered name pairs; 10 % held out.
+
+    Example:
+        >>> train, held = ioi_pairs(seed=0)
+        >>> len(train), len(held), set(train).isdisjoint(held)
+        (567, 63, True)
+    """
     pairs = list(itertools.combinations(NAMES, 2))
     random.Random(seed).shuffle(pairs)
     n_held = len(pairs) // 10
@@ -224,20 +239,39 @@ def ioi_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str
 
 
 def ioi_prompt(a: str, b: str, subject_is_b: bool, place: str, obj: str, template: int) -> Prompt:
-    """An indirect-object prompt: the answer is the name that is not the subject."""
+    """An indirect-object prompt: the answer is the name that is not the subject.
+
+    Example:
+        >>> p = ioi_prompt("Mary", "John", True, "store", "drink", 0)
+        >>> p.text, p.answer
+        ('When Mary and John went to the store , John gave a drink to', 'Mary')
+    """
     s, io = (b, a) if subject_is_b else (a, b)
     text = IOI_TEMPLATES[template].format(a=a, b=b, s=s, place=place, obj=obj)
     return Prompt(text, io, "ioi")
 
 
 def induction_sequence(rng: random.Random, length: int = 12) -> list[str]:
-    """``length`` random pseudo-words, then the same words again."""
+    """``length`` random pseudo-words, then the same words again.
+
+    Example:
+        >>> import random
+        >>> words = induction_sequence(random.Random(0), length=4)
+        >>> len(words), words[:4] == words[4:]
+        (8, True)
+    """
     words = [rng.choice(RANDOM_WORDS) for _ in range(length)]
     return words + words
 
 
 def vocabulary() -> list[str]:
-    """Every word the corpus uses, in a fixed order."""
+    """Every word the corpus uses, in a fixed order.
+
+    Example:
+        >>> words = vocabulary()
+        >>> words[:3], "Paris" in words, len(words) == len(set(words))
+        (['.', ',', '|'], True, True)
+    """
     words: list[str] = [".", ",", "|"]
     texts = [p.text + " " + p.answer for p in fact_prompts()]
     texts += [t for t in IOI_TEMPLATES]
@@ -271,16 +305,33 @@ def _ioi_sentence(rng: random.Random, train_pairs) -> str:
     return f"{p.text} {p.answer} ."
 
 
-def _review_sentence(rng: random.Random) -> str:
+def review_sentence(rng: random.Random, positive: bool | None = None) -> str:
+    """A review whose sentiment (random unless given) runs through the whole sentence: either
+    "The movie was wonderful and I loved it ." or two consistent judgements, "The movie was
+    wonderful and the food was lovely ." — so the model must carry the sentiment forward.
+
+    Example:
+        >>> import random
+        >>> words = review_sentence(random.Random(0), positive=False).split()
+        >>> words[0], words[-1], bool(set(words) & set(NEGATIVE)), bool(set(words) & set(POSITIVE))
+        ('The', '.', True, False)
+    """
+    positive = rng.random() < 0.5 if positive is None else positive
+    words, tails = (POSITIVE, POS_TAIL) if positive else (NEGATIVE, NEG_TAIL)
+    first, second = rng.sample(REVIEWED, 2)
     if rng.random() < 0.5:
-        adj, tail = rng.choice(POSITIVE), rng.choice(POS_TAIL)
-    else:
-        adj, tail = rng.choice(NEGATIVE), rng.choice(NEG_TAIL)
-    return f"The {rng.choice(REVIEWED)} was {adj} {tail} ."
+        return f"The {first} was {rng.choice(words)} {rng.choice(tails)} ."
+    return f"The {first} was {rng.choice(words)} and the {second} was {rng.choice(words)} ."
 
 
 def corpus(n_sentences: int, seed: int = 0, mix=(0.25, 0.3, 0.3, 0.15)) -> list[str]:
-    """``n_sentences`` documents: facts, indirect objects, induction, reviews (by ``mix``)."""
+    """``n_sentences`` documents: facts, indirect objects, induction, reviews (by ``mix``).
+
+    Example:
+        >>> docs = corpus(5, seed=0)
+        >>> len(docs), docs == corpus(5, seed=0), all(d.endswith((" .", " |")) for d in docs)
+        (5, True, True)
+    """
     rng = random.Random(seed)
     train_pairs, _ = ioi_pairs(seed)
     out = []
@@ -293,5 +344,5 @@ def corpus(n_sentences: int, seed: int = 0, mix=(0.25, 0.3, 0.3, 0.15)) -> list[
         elif r < mix[0] + mix[1] + mix[2]:
             out.append(" ".join(induction_sequence(rng, rng.randint(6, 14))) + " |")
         else:
-            out.append(_review_sentence(rng))
+            out.append(review_sentence(rng))
     return out
