@@ -18,8 +18,10 @@ import time
 
 import mlx.core as mx
 import mlx.optimizers as optim
+from mlx.utils import tree_flatten
 
-from mlxinterp import load, world
+from mlxinterp import anatomy, load, world
+from mlxinterp.cli import matmul_gflops
 from mlxinterp.lens import TunedLens, _windows, make_train_step
 
 
@@ -57,6 +59,18 @@ def main() -> None:
     for k in steps:
         print(f"  {k:<9} median {med[k] * 1e3:8.1f} ms/step  {tokens / med[k]:9.0f} tokens/s")
     print(f"compiled / eager speed-up: {med['eager'] / med['compiled']:.2f}x (target >= 2x)")
+    an = anatomy(model)
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    rows = an.n_layers + 1
+    flops = 2 * n_params * tokens  # frozen model forward
+    flops += 3 * 2 * an.n_layers * tokens * an.d_model**2  # translators, forward + backward
+    flops += 3 * 2 * rows * tokens * an.d_model * an.d_vocab  # unembedding, forward + backward
+    gflops = matmul_gflops(512)
+    print(f"FLOP floor of one step: {flops / 1e9:.2f} GFLOP = {flops / gflops / 1e6:.1f} ms at "
+          f"the measured {gflops:.0f} GFLOP/s matmul; the compiled step runs at "
+          f"{flops / med['compiled'] / 1e9:.1f} GFLOP/s effective. The rest is per-op overhead "
+          "and MLX's single-threaded element-wise CPU kernels (softmax, KL), which mx.compile "
+          "does not speed up on Linux CPU (see DESIGN.md section 8).")
 
 
 if __name__ == "__main__":

@@ -226,10 +226,9 @@ class TunedLens(nn.Module):
     def translate(self, res: mx.array) -> mx.array:
         """Translate stacked residuals ``(n_layers + 1, ..., d)``; the last row passes."""
         head = res[:-1]
-        w = self.weight.reshape(self.n_layers, *([1] * (head.ndim - 2)), self.d_model, self.d_model)
-        b = self.bias.reshape(self.n_layers, *([1] * (head.ndim - 2)), self.d_model)
-        moved = head + (head[..., None, :] @ w.swapaxes(-1, -2)).squeeze(-2) + b
-        return mx.concatenate([moved, res[-1:]], axis=0)
+        flat = head.reshape(self.n_layers, -1, self.d_model)  # one GEMM per layer
+        moved = flat + flat @ self.weight.swapaxes(-1, -2) + self.bias[:, None, :]
+        return mx.concatenate([moved.reshape(head.shape), res[-1:]], axis=0)
 
     def logprobs(self, model: nn.Module, res: mx.array) -> mx.array:
         an = anatomy(model)
