@@ -23,18 +23,7 @@ import mlx.core as mx
 from mlxinterp import capture
 from mlxinterp.blas import status
 from mlxinterp.cli import matmul_gflops
-from mlxinterp.testing import tiny_model
-
-GPT2_SMALL = {
-    "model_type": "gpt2",
-    "n_ctx": 1024,
-    "n_embd": 768,
-    "n_head": 12,
-    "n_layer": 12,
-    "n_positions": 1024,
-    "layer_norm_epsilon": 1e-5,
-    "vocab_size": 50257,
-}
+from mlxinterp.testing import GPT2_SMALL_CONFIG, tiny_model
 
 
 def main() -> None:
@@ -45,7 +34,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=12)
     args = ap.parse_args()
 
-    model = tiny_model(config={**GPT2_SMALL, "n_layer": args.layers})
+    model = tiny_model(config={**GPT2_SMALL_CONFIG, "n_layer": args.layers})
     tokens = mx.random.randint(0, 50257, (args.batch, args.seq), key=mx.random.key(0))
     cap = capture(model, "**")
     variants = {

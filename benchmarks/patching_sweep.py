@@ -29,18 +29,7 @@ from mlxinterp.cli import matmul_gflops
 from mlxinterp.interventions import replace
 from mlxinterp.metrics import logit_diff
 from mlxinterp.patching import activation_patching
-from mlxinterp.testing import tiny_model
-
-GPT2_SMALL = {
-    "model_type": "gpt2",
-    "n_ctx": 1024,
-    "n_embd": 768,
-    "n_head": 12,
-    "n_layer": 12,
-    "n_positions": 1024,
-    "layer_norm_epsilon": 1e-5,
-    "vocab_size": 50257,
-}
+from mlxinterp.testing import GPT2_SMALL_CONFIG, tiny_model
 
 
 def main() -> None:
@@ -51,7 +40,7 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=float, default=1024)
     args = ap.parse_args()
 
-    model = tiny_model(config={**GPT2_SMALL, "n_layer": args.layers})
+    model = tiny_model(config={**GPT2_SMALL_CONFIG, "n_layer": args.layers})
     t, n_layers, d, vocab = args.seq, args.layers, 768, 50257
     clean = mx.random.randint(0, vocab, (1, t), key=mx.random.key(0))
     corrupt = mx.concatenate(

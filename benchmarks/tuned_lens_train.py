@@ -66,11 +66,13 @@ def main() -> None:
     flops += 3 * 2 * an.n_layers * tokens * an.d_model**2  # translators, forward + backward
     flops += 3 * 2 * rows * tokens * an.d_model * an.d_vocab  # unembedding, forward + backward
     gflops = matmul_gflops(512)
-    print(f"FLOP floor of one step: {flops / 1e9:.2f} GFLOP = {flops / gflops / 1e6:.1f} ms at "
-          f"the measured {gflops:.0f} GFLOP/s matmul; the compiled step runs at "
-          f"{flops / med['compiled'] / 1e9:.1f} GFLOP/s effective. The rest is per-op overhead "
-          "and MLX's single-threaded element-wise CPU kernels (softmax, KL), which mx.compile "
-          "does not speed up on Linux CPU (see DESIGN.md section 8).")
+    print(
+        f"FLOP floor of one step: {flops / 1e9:.2f} GFLOP = {flops / gflops / 1e6:.1f} ms at "
+        f"the measured {gflops:.0f} GFLOP/s matmul; the compiled step runs at "
+        f"{flops / med['compiled'] / 1e9:.1f} GFLOP/s effective. The rest is per-op overhead "
+        "and MLX's single-threaded element-wise CPU kernels (softmax, KL), which mx.compile "
+        "does not speed up on Linux CPU (see DESIGN.md section 8)."
+    )
 
 
 if __name__ == "__main__":

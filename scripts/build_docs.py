@@ -8,10 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import mlxinterp  # noqa: F401  (must precede mlx.core: loads the fast BLAS)
 import pdoc
 
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "docs" / "api"
+import mlxinterp  # noqa: F401  (must precede mlx.core: loads the fast BLAS)
+
+DEFAULT = Path(__file__).resolve().parents[1] / "docs" / "api"
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
 
 
 def main() -> None:

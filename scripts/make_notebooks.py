@@ -29,7 +29,8 @@ print("next token:", tok.decode([int(out[0, -1].argmax())]))"""),
         ("code", """from mlxinterp.interventions import zero
 ablated = mi.intervene(model, {"mlp_out.1": zero()})(batch.tokens)
 print("after zeroing mlp_out.1:", tok.decode([int(ablated[0, -1].argmax())]))"""),
-        ("code", """same = mi.plant(model, "resid_pre.2")({"resid_pre.2": acts["resid_post.1"]}, batch.tokens)
+        ("code", """planted = {"resid_pre.2": acts["resid_post.1"]}
+same = mi.plant(model, "resid_pre.2")(planted, batch.tokens)
 assert (same == out).all().item()
 print(mi.select(model, "model.layers.*.mlp"))"""),
     ],
@@ -59,8 +60,9 @@ act = activation_patching(model, clean, corrupt, metric=logit_diff(paris, tokyo)
                           tokenizer=tok, progress=False)
 act.plot()
 act.top(3)"""),
-        ("code", """att = attribution_patching(model, clean, corrupt, metric=logit_diff(paris, tokyo),
-                           tokenizer=tok, component="z", by="layer_head")
+        ("code", """metric = logit_diff(paris, tokyo)
+att = attribution_patching(model, clean, corrupt, metric=metric, tokenizer=tok,
+                           component="z", by="layer_head")
 att.plot()
 att.top(3)"""),
     ],

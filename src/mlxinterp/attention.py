@@ -33,24 +33,20 @@ offer q/k/v/scores/pattern; asking for them raises a `SiteError` naming the reas
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from .intercept import original_class, register_virtual_port
+from .intercept import original_class, rebound_global, register_virtual_port
 from .sites import SiteError
 
 __all__ = ["AttentionPorts", "ResultPort", "explicit_attention"]
 
 SDPA_NAME = "scaled_dot_product_attention"
 _FLOWS: ContextVar[dict | None] = ContextVar("mlxinterp_attention_flows", default=None)
-_LOCK = threading.Lock()
-_REBOUND: dict[str, tuple[Any, int]] = {}  # model-file module name -> (original fn, count)
 
 
 def _mask_scores(scores: mx.array, mask: Any) -> mx.array:
@@ -139,29 +135,6 @@ def _dispatcher(original: Callable) -> Callable:
     return scaled_dot_product_attention
 
 
-@contextmanager
-def _rebound(module_name: str):
-    mod = sys.modules[module_name]
-    with _LOCK:
-        entry = _REBOUND.get(module_name)
-        if entry is None:
-            original = getattr(mod, SDPA_NAME)
-            setattr(mod, SDPA_NAME, _dispatcher(original))
-            _REBOUND[module_name] = (original, 1)
-        else:
-            _REBOUND[module_name] = (entry[0], entry[1] + 1)
-    try:
-        yield
-    finally:
-        with _LOCK:
-            original, count = _REBOUND[module_name]
-            if count == 1:
-                del _REBOUND[module_name]
-                setattr(mod, SDPA_NAME, original)
-            else:
-                _REBOUND[module_name] = (original, count - 1)
-
-
 def attention_ports_unsupported_reason(module: nn.Module) -> str | None:
     """Why q/k/v/scores/pattern are unavailable on ``module`` (None when they are available)."""
     cls = original_class(module)
@@ -195,7 +168,7 @@ class AttentionPorts:
         def wrapped(*args, **kwargs):
             token = _FLOWS.set(dict(flows))
             try:
-                with _rebound(module_name):
+                with rebound_global(module_name, SDPA_NAME, _dispatcher):
                     return call(*args, **kwargs)
             finally:
                 _FLOWS.reset(token)

@@ -76,8 +76,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    text, _ = run(args.model, args.out or "mlxinterp-report.html", tuned_steps=args.tuned_steps,
-                  progress=not args.quiet)
+    text, _ = run(
+        args.model,
+        args.out or "mlxinterp-report.html",
+        tuned_steps=args.tuned_steps,
+        progress=not args.quiet,
+    )
     print(text)
     return 0
 
@@ -122,8 +126,15 @@ def _patch_common(args, method):
 
     model, tok = _load(args)
     metric = logit_diff(first_token(tok, args.answer), first_token(tok, args.wrong))
-    r = method(model, args.prompt, args.corrupt, metric=metric, tokenizer=tok,
-               component=args.component, by=args.by)
+    r = method(
+        model,
+        args.prompt,
+        args.corrupt,
+        metric=metric,
+        tokenizer=tok,
+        component=args.component,
+        by=args.by,
+    )
     print(f"{r.method} of {args.component} ({r.metric}, 0 = corrupted, 1 = clean); top cells:")
     for cell, v in r.top(args.k):
         print(f"  {cell}  {v:+.3f}")
@@ -150,8 +161,13 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     model, tok = _load(args)
     v = steering_vector(model, args.positive, args.negative, args.site, tokenizer=tok)
     for s in args.scale:
-        g = generate(model, tok, args.prompt, max_tokens=args.max_tokens,
-                     interventions={args.site: steer(v, s)})
+        g = generate(
+            model,
+            tok,
+            args.prompt,
+            max_tokens=args.max_tokens,
+            interventions={args.site: steer(v, s)},
+        )
         print(f"scale {s:+.1f}: {args.prompt} {g.texts[0]}")
     return 0
 
@@ -180,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help_, prompt=None, out_help="write the figure here (PNG)"):
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--model", default="tinyworld", help="model name or folder (default: "
-                       "tinyworld)")
+        p.add_argument(
+            "--model", default="tinyworld", help="model name or folder (default: tinyworld)"
+        )
         if prompt is not None:
             p.add_argument("--prompt", default=prompt, help=f"input text (default: {prompt!r})")
         p.add_argument("--out", default=None, help=out_help)
@@ -190,38 +207,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="versions, device and the active BLAS")
     p.set_defaults(func=_cmd_info)
-    p = command("demo", _cmd_demo, "lenses, patching and steering on one model; writes a "
-                "self-contained HTML report", out_help="report path (default: "
-                "mlxinterp-report.html)")
+    p = command(
+        "demo",
+        _cmd_demo,
+        "lenses, patching and steering on one model; writes a self-contained HTML report",
+        out_help="report path (default: mlxinterp-report.html)",
+    )
     p.add_argument("--tuned-steps", type=int, default=200, help="tuned-lens training steps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = command("lens", _cmd_lens, "logit lens: what each layer predicts next",
-                "The Eiffel Tower is located in the city of")
+    p = command(
+        "lens",
+        _cmd_lens,
+        "logit lens: what each layer predicts next",
+        "The Eiffel Tower is located in the city of",
+    )
     p.add_argument("-k", type=int, default=3, help="tokens shown per layer")
-    for name, func, what in (("patch", _cmd_patch, "activation patching"),
-                             ("attribute", _cmd_attribute, "attribution patching")):
-        p = command(name, func, f"{what}: which activations carry the difference between a "
-                    "clean and a corrupted prompt", "The capital of France is")
-        p.add_argument("--corrupt", default="The capital of Japan is",
-                       help="corrupted prompt (same token length)")
+    for name, func, what in (
+        ("patch", _cmd_patch, "activation patching"),
+        ("attribute", _cmd_attribute, "attribution patching"),
+    ):
+        p = command(
+            name,
+            func,
+            f"{what}: which activations carry the difference between a "
+            "clean and a corrupted prompt",
+            "The capital of France is",
+        )
+        p.add_argument(
+            "--corrupt",
+            default="The capital of Japan is",
+            help="corrupted prompt (same token length)",
+        )
         p.add_argument("--answer", default="Paris", help="clean answer word")
         p.add_argument("--wrong", default="Tokyo", help="corrupted answer word")
-        p.add_argument("--component", default="resid_pre", help="site family (resid_pre, "
-                       "attn_out, mlp_out, z, ...)")
-        p.add_argument("--by", default="layer_pos",
-                       choices=["layer", "layer_pos", "layer_head", "layer_head_pos"])
+        p.add_argument(
+            "--component",
+            default="resid_pre",
+            help="site family (resid_pre, attn_out, mlp_out, z, ...)",
+        )
+        p.add_argument(
+            "--by",
+            default="layer_pos",
+            choices=["layer", "layer_pos", "layer_head", "layer_head_pos"],
+        )
         p.add_argument("-k", type=int, default=5, help="cells listed")
-    p = command("steer", _cmd_steer, "generate with a contrastive steering vector added",
-                "The movie was", out_help="unused")
-    p.add_argument("--positive", nargs="+", default=["The movie was wonderful",
-                                                     "The food was great"])
-    p.add_argument("--negative", nargs="+", default=["The movie was terrible",
-                                                     "The food was awful"])
+    p = command(
+        "steer",
+        _cmd_steer,
+        "generate with a contrastive steering vector added",
+        "The movie was",
+        out_help="unused",
+    )
+    p.add_argument(
+        "--positive", nargs="+", default=["The movie was wonderful", "The food was great"]
+    )
+    p.add_argument(
+        "--negative", nargs="+", default=["The movie was terrible", "The food was awful"]
+    )
     p.add_argument("--site", default="resid_post.1", help="where to add the vector")
     p.add_argument("--scale", type=float, nargs="+", default=[-4.0, 0.0, 4.0])
     p.add_argument("--max-tokens", type=int, default=8)
-    p = command("generate", _cmd_generate, "greedy generation", "The capital of France is",
-                out_help="also write the text here")
+    p = command(
+        "generate",
+        _cmd_generate,
+        "greedy generation",
+        "The capital of France is",
+        out_help="also write the text here",
+    )
     p.add_argument("--max-tokens", type=int, default=12)
     return parser
 

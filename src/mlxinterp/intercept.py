@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ __all__ = [
     "hooks_installed",
     "is_hooked",
     "position_offset",
+    "rebound_global",
     "register_virtual_port",
     "virtual_port",
     "virtual_port_names",
@@ -205,6 +207,41 @@ def position_offset(offset: int) -> Iterator[None]:
         yield
     finally:
         _OFFSET.reset(token)
+
+
+_GLOBALS: dict[tuple[str, str], tuple[Any, int]] = {}  # (module, name) -> (original, count)
+
+
+@contextmanager
+def rebound_global(module_name: str, name: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, ``module.name`` is ``make(original)``; reference-counted across
+    nested and concurrent blocks, restored when the last one exits (exceptions included).
+
+    How mlxinterp reaches functions that model files import by name (mlx-lm's
+    ``scaled_dot_product_attention``, ``create_attention_mask``). The replacement must pass
+    straight through to the original unless its own `ContextVar` says otherwise, because
+    other threads see it too.
+    """
+    mod = sys.modules[module_name]
+    key = (module_name, name)
+    with _LOCK:
+        entry = _GLOBALS.get(key)
+        if entry is None:
+            original = getattr(mod, name)
+            setattr(mod, name, make(original))
+            _GLOBALS[key] = (original, 1)
+        else:
+            _GLOBALS[key] = (entry[0], entry[1] + 1)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            original, count = _GLOBALS[key]
+            if count == 1:
+                del _GLOBALS[key]
+                setattr(mod, name, original)
+            else:
+                _GLOBALS[key] = (original, count - 1)
 
 
 _EMPTY: MappingProxyType = MappingProxyType({})

@@ -102,7 +102,8 @@ class Report:
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style>{_CHECK}</head>"
-            f"<body><h1>{html.escape(self.title)}</h1>\n" + "\n".join(self.sections)
+            f"<body><h1>{html.escape(self.title)}</h1>\n"
+            + "\n".join(self.sections)
             + "</body></html>"
         )
 

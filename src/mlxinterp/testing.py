@@ -32,6 +32,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 __all__ = [
     "FIXTURE_ARCHS",
+    "GPT2_SMALL_CONFIG",
     "fixture_config",
     "tiny_model",
     "save_tiny_model",
@@ -131,6 +132,18 @@ _CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 FIXTURE_ARCHS: tuple[str, ...] = tuple(_CONFIGS)
+
+GPT2_SMALL_CONFIG: dict[str, Any] = {
+    "model_type": "gpt2",
+    "n_ctx": 1024,
+    "n_embd": 768,
+    "n_head": 12,
+    "n_layer": 12,
+    "n_positions": 1024,
+    "layer_norm_epsilon": 1e-5,
+    "vocab_size": 50257,
+}
+"""GPT-2-small's shape (124M parameters), for benchmarks: ``tiny_model(config=...)``."""
 """Architectures `tiny_model` knows how to build (mlx-lm ``model_type`` names)."""
 
 

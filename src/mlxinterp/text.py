@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,15 +32,13 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .intercept import Hook, hooks_installed, original_class
+from .intercept import Hook, hooks_installed, original_class, rebound_global
 from .sites import Site, module_paths
 
 __all__ = ["Batch", "tokenize", "to_str_tokens", "masked", "as_batch"]
 
 MASK_NAME = "create_attention_mask"
 _PADS: ContextVar[mx.array | None] = ContextVar("mlxinterp_left_padding", default=None)
-_LOCK = threading.Lock()
-_REBOUND: dict[str, tuple[Any, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -171,29 +168,6 @@ def _padded_mask(original: Callable) -> Callable:
     return create_attention_mask
 
 
-@contextmanager
-def _rebound(module_name: str):
-    mod = sys.modules[module_name]
-    with _LOCK:
-        entry = _REBOUND.get(module_name)
-        if entry is None:
-            original = getattr(mod, MASK_NAME)
-            setattr(mod, MASK_NAME, _padded_mask(original))
-            _REBOUND[module_name] = (original, 1)
-        else:
-            _REBOUND[module_name] = (entry[0], entry[1] + 1)
-    try:
-        yield
-    finally:
-        with _LOCK:
-            original, count = _REBOUND[module_name]
-            if count == 1:
-                del _REBOUND[module_name]
-                setattr(mod, MASK_NAME, original)
-            else:
-                _REBOUND[module_name] = (original, count - 1)
-
-
 def _mask_module(model: nn.Module) -> str:
     for _, m in model.named_modules():
         cls = original_class(m)
@@ -233,7 +207,7 @@ def left_padding(model: nn.Module, pads: mx.array):
         )
     token = _PADS.set(pads)
     try:
-        with _rebound(module_name), hooks_installed(hooks):
+        with rebound_global(module_name, MASK_NAME, _padded_mask), hooks_installed(hooks):
             yield
     finally:
         _PADS.reset(token)
