@@ -71,12 +71,13 @@ att.top(3)"""),
         ("code", SETUP),
         ("code", """from mlxinterp.generation import generate, during
 from mlxinterp.steering import steering_vector, steer
-v = steering_vector(model, ["The movie was wonderful", "The food was great"],
-                    ["The movie was terrible", "The food was awful"], "resid_post.1",
-                    tokenizer=tok)
-for s in (-4, 0, 4):
+v = steering_vector(model, ["The movie was wonderful and the food was",
+                           "The book was great and the show was"],
+                    ["The movie was terrible and the food was",
+                     "The book was awful and the show was"], "resid_post.2", tokenizer=tok)
+for s in (-1, 0, 1):
     g = generate(model, tok, "The movie was", max_tokens=6,
-                 interventions={"resid_post.1": during(steer(v, s))})
+                 interventions={"resid_post.2": during(steer(v, s))})
     print(s, g.texts[0])"""),
         ("code", """seen = []
 def on_step(step, tokens, acts):

@@ -1,10 +1,10 @@
 """Train tinyworld and write it into the package (src/mlxinterp/models/tinyworld).
 
-    python scripts/train_tinyworld.py [--steps 2400] [--out DIR]
+    python scripts/train_tinyworld.py [--steps 2200] [--out DIR]
 
-A llama-architecture model (4 layers, d_model 128) trained with AdamW and a compiled step on
-text from `mlxinterp.world` (facts, indirect objects, induction, reviews). Seeded; prints
-the evaluation figures the tests assert on (`mlxinterp.tinyworld_eval`).
+A llama-architecture model (4 layers, d_model 128, 8 heads) trained with AdamW and a
+compiled step on text from `mlxinterp.world` (facts, indirect objects, induction, reviews).
+Seeded; prints the evaluation figures the tests assert on (`mlxinterp.tinyworld_eval`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def config(vocab_size: int) -> dict:
         "hidden_size": 128,
         "num_hidden_layers": 4,
         "intermediate_size": 512,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
         "rms_norm_eps": 1e-5,
         "vocab_size": vocab_size,
         "max_position_embeddings": 128,
@@ -63,7 +63,7 @@ def pack(docs: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=2200)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--length", type=int, default=48)
     ap.add_argument("--lr", type=float, default=3e-3)

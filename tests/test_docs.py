@@ -32,8 +32,12 @@ def test_every_public_function_has_an_example():
 def test_api_reference_builds_without_warnings(tmp_path):
     pdoc = __import__("pytest").importorskip("pdoc")
     del pdoc
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_docs.py"),
-                           str(tmp_path / "api")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_docs.py"), str(tmp_path / "api")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     pages = list((tmp_path / "api").rglob("*.html"))
     assert len(pages) >= 20

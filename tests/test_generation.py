@@ -145,12 +145,16 @@ def test_sentiment_vector_steers_the_movie_review_on_tinyworld():
     model, tok = load("tinyworld")
 
     def openings(words):  # the sentiment is carried to the last token, "was", in both sets
-        return [f"The {a} was {w} and the {b} was" for a, b in zip(world.REVIEWED,
-                                                              world.REVIEWED[1:]) for w in words]
+        return [
+            f"The {a} was {w} and the {b} was"
+            for a, b in zip(world.REVIEWED, world.REVIEWED[1:])
+            for w in words
+        ]
 
-    site = "resid_post.1"
-    v = steering_vector(model, openings(world.POSITIVE), openings(world.NEGATIVE), site,
-                        tokenizer=tok)
+    site = "resid_post.2"
+    v = steering_vector(
+        model, openings(world.POSITIVE), openings(world.NEGATIVE), site, tokenizer=tok
+    )
     ids = lambda words: mx.array([tok.encode(w, add_special_tokens=False)[0] for w in words])  # noqa: E731
     pos_ids, neg_ids = ids(world.POSITIVE), ids(world.NEGATIVE)
     logits = scale_sweep(model, "The movie was", site, v, [-1.0, 0.0, 1.0], tokenizer=tok)
@@ -160,6 +164,7 @@ def test_sentiment_vector_steers_the_movie_review_on_tinyworld():
     assert pos_mass[2] > pos_mass[1] + 0.2, (pos_mass, neg_mass)
     assert neg_mass[0] > neg_mass[1] + 0.2, (pos_mass, neg_mass)
     for scale, words in ((1.0, world.POSITIVE), (-1.0, world.NEGATIVE)):
-        g = generate(model, tok, "The movie was", max_tokens=2,
-                     interventions={site: during(steer(v, scale))})
+        g = generate(
+            model, tok, "The movie was", max_tokens=2, interventions={site: during(steer(v, scale))}
+        )
         assert g.texts[0].split()[0] in words, (scale, g.texts)

@@ -21,6 +21,14 @@ CORRUPT = mx.array([[5, 9, 40, 7, 30, 8], [6, 11, 41, 17, 31, 9]])
 METRIC = logit_diff(3, 4)
 
 
+def assert_matches_loop(got, want):
+    """Within 1e-5 of the effects' scale: float32 rounding differs between a batched
+    (vmapped) run and a single one, and normalisation divides by the clean-corrupted gap."""
+    want = np.asarray(want)
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(np.array(got), want, rtol=0, atol=1e-5 * scale)
+
+
 def sweep(model, **kw):
     ctx = vmappable_experts(model) if kw.pop("moe", False) else None
     if ctx is None:
@@ -48,14 +56,14 @@ def loop(model, component, heads=False):
 def test_vmapped_sweep_equals_a_loop_of_single_interventions(arch):
     model = tiny_model(arch)
     got = sweep(model, moe=arch in MOE_ARCHS)
-    np.testing.assert_allclose(np.array(got.values), loop(model, "resid_pre"), atol=1e-5)
+    assert_matches_loop(got.values, loop(model, "resid_pre"))
     assert got.axes == ("layer", "pos") and got.labels["layer"][0] == "resid_pre.0"
 
 
 def test_head_by_position_sweep_equals_a_loop():
     model = tiny_model("qwen2")
     got = sweep(model, component="z", by="layer_head_pos")
-    np.testing.assert_allclose(np.array(got.values), loop(model, "z", heads=True), atol=1e-5)
+    assert_matches_loop(got.values, loop(model, "z", heads=True))
 
 
 def test_patching_the_whole_clean_resid_pre_recovers_exactly_one():

@@ -264,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--negative", nargs="+", default=["The movie was terrible", "The food was awful"]
     )
-    p.add_argument("--site", default="resid_post.1", help="where to add the vector")
-    p.add_argument("--scale", type=float, nargs="+", default=[-4.0, 0.0, 4.0])
+    p.add_argument("--site", default="resid_post.2", help="where to add the vector")
+    p.add_argument("--scale", type=float, nargs="+", default=[-1.0, 0.0, 1.0])
     p.add_argument("--max-tokens", type=int, default=8)
     p = command(
         "generate",

@@ -175,7 +175,7 @@ def run(
         summary.append(f"  patching: skipped ({e})")
 
     # 3. steering
-    site = f"resid_post.{max(1, (len(ll.layers) - 1) // 3)}"
+    site = f"resid_post.{(len(ll.layers) - 1) // 2}"  # the middle of the stack
     vec = steering_vector(net, POSITIVE, NEGATIVE, site, tokenizer=tok)
     scales = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
     logits = scale_sweep(net, STEER_PROMPT, site, vec, scales, tokenizer=tok)

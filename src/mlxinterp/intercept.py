@@ -221,6 +221,13 @@ def rebound_global(module_name: str, name: str, make: Callable[[Any], Any]) -> I
     ``scaled_dot_product_attention``, ``create_attention_mask``). The replacement must pass
     straight through to the original unless its own `ContextVar` says otherwise, because
     other threads see it too.
+
+    Example:
+        >>> import math
+        >>> with rebound_global("math", "sqrt", lambda original: lambda x: -original(x)):
+        ...     inside = math.sqrt(4.0)
+        >>> inside, math.sqrt(4.0)
+        (-2.0, 2.0)
     """
     mod = sys.modules[module_name]
     key = (module_name, name)

@@ -251,11 +251,18 @@ def activation_patching(
     clean_logits, src_acts_c = capture(fn, keys)(cb.tokens, *lead)
     corrupt_logits, src_acts_x = capture(fn, keys)(xb.tokens, *lead)
     src_acts = src_acts_c if direction == "denoise" else src_acts_x
-    metric_fn, m_clean, m_corr = _metric_values(metric, clean_logits, corrupt_logits, normalize)
     t = cb.tokens.shape[1]
     tgt_args = (tgt_b.tokens, *lead)
-
-    run_model = _metric_forward(model, an, fn, lead, metric_fn, tgt_b)
+    # the raw metric of one (patched) run; baselines go through the very same path so that
+    # a patch that changes nothing scores exactly 0 (denoising) or 1 (noising)
+    run_model = _metric_forward(model, an, fn, lead, metric, tgt_b)
+    m_clean = float(run_model({}, (cb.tokens, *lead)))
+    m_corr = float(run_model({}, (xb.tokens, *lead)))
+    if normalize and m_clean == m_corr:
+        raise ValueError("the metric is equal on the clean and corrupted runs: cannot normalise")
+    span = (m_clean - m_corr) if normalize else 1.0
+    base = m_corr if normalize else 0.0
+    del clean_logits, corrupt_logits
     rows = []
     head_counts = []
     bar = tqdm(keys, desc="patching", disable=not progress)
@@ -264,43 +271,51 @@ def activation_patching(
         _check_by(by, axes, key)
         n_heads = src_acts[key].shape[axes.index("head")] if "head" in axes else 1
         head_counts.append(n_heads)
-        pos_grid = "pos" in by
-        head_grid = "head" in by
-        ps = mx.arange(t) if pos_grid else mx.zeros((1,), mx.int32)
-        hs = mx.arange(n_heads) if head_grid else mx.zeros((1,), mx.int32)
-        pp, hh = mx.meshgrid(ps, hs, indexing="xy")
-        cells_p, cells_h = pp.reshape(-1), hh.reshape(-1)
+        # cells as boolean masks over positions and heads; cell 0 patches nothing, so the
+        # baseline goes through exactly the same vmapped computation as every cell
+        n_pos = t if "pos" in by else 1
+        n_hd = n_heads if "head" in by else 1
+        pos_masks = mx.eye(t, dtype=mx.bool_) if "pos" in by else mx.ones((1, t), mx.bool_)
+        hd_masks = (
+            mx.eye(n_heads, dtype=mx.bool_) if "head" in by else mx.ones((1, n_heads), mx.bool_)
+        )
+        pm = mx.concatenate([mx.zeros((1, t), mx.bool_), mx.tile(pos_masks, (n_hd, 1))])
+        hm = mx.concatenate([mx.zeros((1, n_heads), mx.bool_), mx.repeat(hd_masks, n_pos, axis=0)])
+        has_heads = "head" in axes
 
-        def cell(p, h, value, *args, key=key, pos_grid=pos_grid, head_grid=head_grid):
-            edit = replace(value)
-            if pos_grid or head_grid:
-                edit = edit.at(positions=p if pos_grid else None, heads=h if head_grid else None)
+        def cell(p, h, value, *args, key=key, has_heads=has_heads):
+            edit = replace(value).at(positions=p, heads=h if has_heads else None)
             return run_model({key: edit}, args)
 
         mapped = mx.vmap(cell, in_axes=(0, 0) + (None,) * (1 + len(tgt_args)))
         run = mx.compile(mapped) if compile else mapped
-        size = _chunk(len(cells_p), tgt_b, an, memory_mb)
+        size = _chunk(pm.shape[0], tgt_b, an, memory_mb)
         out = []
-        for i in range(0, cells_p.size, size):
-            res = run(cells_p[i : i + size], cells_h[i : i + size], src_acts[key], *tgt_args)
+        for i in range(0, pm.shape[0], size):
+            res = run(pm[i : i + size], hm[i : i + size], src_acts[key], *tgt_args)
             mx.eval(res)
             out.append(res)
-        vals = mx.concatenate(out).reshape(hs.size, ps.size)  # head, pos
-        rows.append(vals)
-    values = mx.stack(rows)  # layer, head, pos
+        out = mx.concatenate(out)
+        baseline, out = out[0], out[1:]
+        vals = out.reshape(n_hd, n_pos)  # head, pos
+        # the unpatched baseline of this very computation is the target run's metric
+        target_value = m_corr if direction == "denoise" else m_clean
+        rows.append(vals - baseline + target_value)
+    values = (mx.stack(rows) - base) / span  # layer, head, pos
+    name = _name(metric)
     return _shape_result(
         values,
         by,
         keys,
         head_counts,
         cb,
-        metric_fn,
+        f"normalised {name}" if normalize else name,
         "activation patching",
         {"clean": m_clean, "corrupted": m_corr, "direction": direction},
     )
 
 
-def _metric_forward(model, an, fn, lead, metric_fn, batch: Batch):
+def _metric_forward(model, an, fn, lead, metric_fn: Callable, batch: Batch):
     """``run(edits, args) -> metric`` for one patched run.
 
     When the metric reads one position (a `Metric`) and the model is ``unembed(inner(x))``
@@ -352,6 +367,8 @@ def _pos_labels(batch: Batch) -> list[str]:
 
 
 def _name(metric_fn) -> str:
+    if isinstance(metric_fn, str):
+        return metric_fn
     return getattr(metric_fn, "name", getattr(metric_fn, "__name__", "metric"))
 
 

@@ -285,8 +285,8 @@ def vocabulary() -> list[str]:
     return words
 
 
-def _fact_sentences(rng: random.Random) -> str:
-    p = rng.choice(fact_prompts())
+def _fact_sentences(rng: random.Random, prompts: list[Prompt]) -> str:
+    p = rng.choice(prompts)
     return f"{p.text} {p.answer} ."
 
 
@@ -324,7 +324,7 @@ def review_sentence(rng: random.Random, positive: bool | None = None) -> str:
     return f"The {first} was {rng.choice(words)} and the {second} was {rng.choice(words)} ."
 
 
-def corpus(n_sentences: int, seed: int = 0, mix=(0.25, 0.3, 0.3, 0.15)) -> list[str]:
+def corpus(n_sentences: int, seed: int = 0, mix=(0.3, 0.35, 0.2, 0.15)) -> list[str]:
     """``n_sentences`` documents: facts, indirect objects, induction, reviews (by ``mix``).
 
     Example:
@@ -334,15 +334,16 @@ def corpus(n_sentences: int, seed: int = 0, mix=(0.25, 0.3, 0.3, 0.15)) -> list[
     """
     rng = random.Random(seed)
     train_pairs, _ = ioi_pairs(seed)
+    facts = fact_prompts()
     out = []
     for _ in range(n_sentences):
         r = rng.random()
         if r < mix[0]:
-            out.append(_fact_sentences(rng))
+            out.append(_fact_sentences(rng, facts))
         elif r < mix[0] + mix[1]:
             out.append(_ioi_sentence(rng, train_pairs))
         elif r < mix[0] + mix[1] + mix[2]:
-            out.append(" ".join(induction_sequence(rng, rng.randint(6, 14))) + " |")
+            out.append(" ".join(induction_sequence(rng, rng.randint(8, 16))) + " |")
         else:
             out.append(review_sentence(rng))
     return out
