@@ -163,7 +163,9 @@ def test_france_paris_on_tinyworld_gives_a_sensible_layer_map():
         model, clean, corrupt, metric=metric, tokenizer=tok, component="resid_pre", progress=False
     )
     v = act.to_numpy()
-    assert v[:, 4].min() > 0.95  # the country token carries everything before any block
+    assert v[0, 4] > 0.95  # before any block, only the country token differs
+    assert v[1:, -1].min() > 0.95  # after block 0 the answer is carried by the last position
+    assert np.abs(v[:, :4]).max() < 1e-5  # identical tokens before the country: no effect
     late = activation_patching(
         model, clean, corrupt, metric=metric, tokenizer=tok, component="resid_post", progress=False
     ).to_numpy()
