@@ -86,7 +86,7 @@ def main() -> None:
         f"patching sweep — GPT-2-small shape, {n_layers} layers, {t} tokens, resid_pre x "
         f"layer x position = {runs} patched runs"
     )
-    print(f"  engine (vmapped, compiled)  {t_engine:8.1f} s   {runs / t_engine:7.2f} runs/s")
+    print(f"  engine (vmapped)            {t_engine:8.1f} s   {runs / t_engine:7.2f} runs/s")
     print(
         f"  loop of intervene calls     {t_loop:8.1f} s   {runs / t_loop:7.2f} runs/s "
         f"(timed on {len(cells)} cells)"
