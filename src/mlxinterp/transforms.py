@@ -46,7 +46,7 @@ import mlx.nn as nn
 
 from .intercept import Hook, HookContext, hooks_installed
 from .interventions import _broadcast, apply_edit
-from .sites import Site, SiteError, SiteSpec, resolve, resolve_many
+from .sites import Site, SiteSpec, resolve, resolve_many
 
 __all__ = ["capture", "intervene", "plant", "harvest", "TransformError"]
 
@@ -348,6 +348,3 @@ def harvest(
     g = _finish(g, root, call, doc, [s for s, _ in plant_pairs])
     g.capture_sites = [str(s) for s, _ in cap_pairs]  # type: ignore[attr-defined]
     return g
-
-
-__all__ += ["SiteError"]
