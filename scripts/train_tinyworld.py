@@ -31,14 +31,14 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "mlxinterp" / "models" / "ti
 BOS, EOS = 1, 2
 
 
-def config(vocab_size: int) -> dict:
+def config(vocab_size: int, heads: int = 8) -> dict:
     return {
         "model_type": "llama",
         "hidden_size": 128,
         "num_hidden_layers": 4,
         "intermediate_size": 512,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 8,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
         "rms_norm_eps": 1e-5,
         "vocab_size": vocab_size,
         "max_position_embeddings": 128,
@@ -69,15 +69,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--mix", type=float, nargs=4, default=None,
+                    help="shares of facts, indirect objects, induction, reviews")
     args = ap.parse_args()
 
     words = world.vocabulary()
     word_tokenizer_files(words, args.out, add_bos=True, punctuation=True)
     ids = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>"] + words)}
-    cfg = config(len(ids))
+    cfg = config(len(ids), args.heads)
 
     n_docs = args.steps * args.batch * args.length // 12
-    docs = [[ids[w] for w in s.split()] for s in world.corpus(n_docs, seed=args.seed)]
+    mix = {"mix": tuple(args.mix)} if args.mix else {}
+    docs = [[ids[w] for w in s.split()] for s in world.corpus(n_docs, seed=args.seed, **mix)]
     data, mask = pack(docs, args.length)
     print(f"corpus: {len(docs)} documents, {data.shape[0]} windows of {args.length} tokens")
 
