@@ -4,13 +4,14 @@
 - ``ioi_heldout``: top-1 accuracy on indirect-object prompts over name pairs never seen
   together in training (target ≥ 90 %);
 - ``induction_ratio``: mean loss on the second repeat of a random sequence divided by the
-  mean loss on the first repeat (target < 0.2).
+  mean loss on the first repeat, over sequences of 6 to 20 words (target < 0.2).
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -59,19 +60,27 @@ def heldout_ioi_prompts(seed: int = 0) -> list[world.Prompt]:
     return prompts
 
 
-def induction_losses(model, tokenizer, n: int = 40, length: int = 12, seed: int = 0):
-    """(mean loss on the first repeat, mean loss on the second repeat).
+def induction_losses(
+    model, tokenizer, n: int = 45, lengths: Sequence[int] = tuple(range(6, 21)), seed: int = 0
+):
+    """(mean loss on the first repeat, mean loss on the second repeat) over ``n`` random
+    sequences whose lengths cycle through ``lengths``.
+
+    Several lengths, so that only a real induction head scores well: a head that attends a
+    fixed number of tokens back fits one length and fails the others. The first word of each
+    repeat is left out (nothing predicts it).
 
     Example:
         >>> from mlxinterp.loading import load
         >>> model, tok = load("tinyworld")  # doctest: +SKIP
-        >>> first, second = induction_losses(model, tok, n=10)  # doctest: +SKIP
+        >>> first, second = induction_losses(model, tok, n=15)  # doctest: +SKIP
         >>> second / first < 0.2  # doctest: +SKIP
         True
     """
     rng = random.Random(seed + 2)
     first, second = [], []
-    for _ in range(n):
+    for i in range(n):
+        length = lengths[i % len(lengths)]
         words = world.induction_sequence(rng, length)
         ids = tokenizer.encode(" ".join(words))
         x = mx.array([ids])

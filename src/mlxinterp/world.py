@@ -9,8 +9,8 @@ classic experiments look for:
   → " Paris");
 - **indirect objects**: "When Mary and John went to the store, John gave a drink to" →
   " Mary", over many names, places and objects, with some name pairs held out of training;
-- **induction**: random word sequences repeated twice (the second repeat is predictable
-  only by copying);
+- **induction**: random word sequences repeated two or three times (every repeat after the
+  first is predictable only by copying);
 - **sentiment**: positive and negative reviews whose sentiment is consistent within a sentence
   ("The movie was wonderful and the food was lovely"), so the model carries a sentiment
   feature forward — the direction a steering vector finds.
@@ -35,6 +35,7 @@ __all__ = [
     "vocabulary",
     "corpus",
     "induction_sequence",
+    "induction_document",
     "review_sentence",
     "POSITIVE",
     "NEGATIVE",
@@ -251,8 +252,8 @@ def ioi_prompt(a: str, b: str, subject_is_b: bool, place: str, obj: str, templat
     return Prompt(text, io, "ioi")
 
 
-def induction_sequence(rng: random.Random, length: int = 12) -> list[str]:
-    """``length`` random pseudo-words, then the same words again.
+def induction_sequence(rng: random.Random, length: int = 12, copies: int = 2) -> list[str]:
+    """``length`` random pseudo-words, then the same words again (``copies`` times in all).
 
     Example:
         >>> import random
@@ -261,7 +262,31 @@ def induction_sequence(rng: random.Random, length: int = 12) -> list[str]:
         (8, True)
     """
     words = [rng.choice(RANDOM_WORDS) for _ in range(length)]
-    return words + words
+    return words * copies
+
+
+def induction_document(rng: random.Random, copies: int | None = None) -> str:
+    """One training document for induction: 4–22 random words twice, or 3–15 words three
+    times, then ``|``; ``copies`` picks one form, otherwise each is equally likely.
+
+    The repeat distance varies widely on purpose: with only a few distances a model learns
+    positional shortcuts ("attend 11 tokens back") instead of an induction head, and those fail
+    on any other length. Three copies give more copyable tokens per document. At most 46 words,
+    so every document fits a 48-token training window.
+
+    Example:
+        >>> import random
+        >>> doc = induction_document(random.Random(1)).split()
+        >>> doc[-1], (len(doc) - 1) % 2 == 0 or (len(doc) - 1) % 3 == 0
+        ('|', True)
+    """
+    if copies is None:
+        copies = 2 if rng.random() < 0.5 else 3
+    if copies == 2:
+        words = induction_sequence(rng, rng.randint(4, 22), copies=2)
+    else:
+        words = induction_sequence(rng, rng.randint(3, 15), copies=3)
+    return " ".join(words) + " |"
 
 
 def vocabulary() -> list[str]:
@@ -343,7 +368,7 @@ def corpus(n_sentences: int, seed: int = 0, mix=(0.3, 0.35, 0.2, 0.15)) -> list[
         elif r < mix[0] + mix[1]:
             out.append(_ioi_sentence(rng, train_pairs))
         elif r < mix[0] + mix[1] + mix[2]:
-            out.append(" ".join(induction_sequence(rng, rng.randint(8, 16))) + " |")
+            out.append(induction_document(rng))
         else:
             out.append(review_sentence(rng))
     return out
