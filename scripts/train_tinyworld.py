@@ -6,8 +6,10 @@ A llama-architecture model (4 layers, d_model 128, 4 heads) trained with AdamW a
 compiled step on text from `mlxinterp.world` (facts, indirect objects, induction, reviews).
 
 Induction heads form late (a phase change after a long plateau at "copy any earlier word").
-To bring it forward, the first ``--boost-steps`` steps draw a share of each batch (``--boost``,
-falling linearly to 0) from induction documents only; afterwards the corpus mix alone.
+To bring it forward, a share min(1, boost × (1 − step / boost_steps)) of each batch comes
+from induction documents only: with the defaults (2.0, 600) all of it for 300 steps, then
+falling to 0 at step 600; afterwards the corpus mix alone. With AdamW β2 = 0.95 and repeat
+distances of 3–22 words the shipped run's induction head formed around step 900.
 
 Seeded; every ``--eval-every`` steps it prints quick figures, and at the end the evaluation
 figures the tests assert on (`mlxinterp.tinyworld_eval`).
