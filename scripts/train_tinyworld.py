@@ -70,26 +70,25 @@ def pack(docs: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rows, dtype=np.int32), np.array(masks, dtype=np.float32)
 
 
+class _WordIds:
+    """The word tokenizer as the evaluation needs it, before its files are loaded."""
+
+    def __init__(self, ids: dict[str, int]):
+        self.ids = ids
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [BOS] * add_special_tokens + [self.ids[w] for w in text.split()]
+
+
 def quick_figures(model, ids: dict[str, int]) -> str:
     """Induction ratio (15 sequences, 6–20 words) and held-out indirect objects (every 4th)."""
-    from mlxinterp.tinyworld_eval import heldout_ioi_prompts
+    from mlxinterp.tinyworld_eval import heldout_ioi_prompts, induction_losses, top1
 
-    rng = random.Random(2)
-    first = second = 0.0
-    for length in range(6, 21):
-        x = mx.array([[BOS] + [ids[w] for w in world.induction_sequence(rng, length)]])
-        logp = nn.log_softmax(model(x)[0, :-1], axis=-1)
-        nll = -mx.take_along_axis(logp, x[0, 1:, None], axis=-1)[:, 0]
-        first += nll[1:length].mean().item() / 15
-        second += nll[length + 1 : 2 * length].mean().item() / 15
+    tok = _WordIds(ids)
+    first, second = induction_losses(model, tok, n=15)
     prompts = heldout_ioi_prompts()[::4]
-    ok = sum(
-        int(mx.argmax(model(mx.array([[BOS] + [ids[w] for w in p.text.split()]]))[0, -1]).item())
-        == ids[p.answer]
-        for p in prompts
-    )
-    ratio = f"{second:.2f}/{first:.2f} = {second / first:.3f}"
-    return f"induction {ratio}, ioi {ok / len(prompts):.2f}"
+    ioi = sum(top1(model, tok, prompts)) / len(prompts)
+    return f"induction {second:.2f}/{first:.2f} = {second / first:.3f}, ioi {ioi:.2f}"
 
 
 def main() -> None:
