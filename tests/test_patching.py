@@ -98,6 +98,12 @@ def test_patching_all_heads_z_equals_patching_attn_out():
     np.testing.assert_allclose(np.array(z.values), np.array(attn.values), atol=1e-5)
 
 
+@pytest.mark.parametrize("method", [activation_patching, attribution_patching])
+def test_an_unknown_direction_is_rejected_by_name(method):
+    with pytest.raises(ValueError, match="'denoise' or 'noise', not 'denoising'"):
+        method(tiny_model("llama"), CLEAN, CORRUPT, metric=METRIC, direction="denoising")
+
+
 def test_attribution_gradient_matches_finite_differences():
     model = tiny_model("llama", dtype=mx.float64)
     keys = ["resid_pre.1", "z.2"]

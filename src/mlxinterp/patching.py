@@ -253,8 +253,7 @@ def activation_patching(
     an = anatomy(model)
     cb, xb = _inputs(tokenizer, clean, corrupted)
     keys = _site_keys(model, component if sites is None else None, sites)
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+    _check_direction(direction)
     tgt_b = xb if direction == "denoise" else cb
     fn, lead = _runner(model, cb)
     clean_logits, src_acts_c = capture(fn, keys)(cb.tokens, *lead)
@@ -379,6 +378,11 @@ def _pos_labels(batch: Batch) -> list[str]:
     return [str(i) for i in range(batch.tokens.shape[1])]
 
 
+def _check_direction(direction: str) -> None:
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+
+
 def _name(metric_fn) -> str:
     if isinstance(metric_fn, str):
         return metric_fn
@@ -416,6 +420,7 @@ def attribution_patching(
         >>> est.axes, est.values.shape
         (('layer', 'head'), (3, 4))
     """
+    _check_direction(direction)
     cb, xb = _inputs(tokenizer, clean, corrupted)
     keys = _site_keys(model, component if sites is None else None, sites)
     fn, lead = _runner(model, cb)
