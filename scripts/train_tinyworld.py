@@ -116,8 +116,8 @@ def main() -> None:
     cfg = config(len(ids), args.heads)
 
     n_docs = args.steps * args.batch * args.length // 12
-    mix = {"mix": tuple(args.mix)} if args.mix else {}
-    docs = [[ids[w] for w in s.split()] for s in world.corpus(n_docs, seed=args.seed, **mix)]
+    corpus = world.corpus(n_docs, seed=args.seed, mix=tuple(args.mix))
+    docs = [[ids[w] for w in s.split()] for s in corpus]
     data, mask = pack(docs, args.length)
     print(f"corpus: {len(docs)} documents, {data.shape[0]} windows of {args.length} tokens")
     irng = random.Random(args.seed + 1)
@@ -179,7 +179,7 @@ def main() -> None:
         "lr": args.lr,
         "seed": args.seed,
         "heads": args.heads,
-        "mix": list(args.mix) if args.mix else None,
+        "mix": args.mix,
         "beta2": args.beta2,
         "boost": args.boost,
         "boost_steps": args.boost_steps,

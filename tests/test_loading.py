@@ -6,7 +6,6 @@ import random
 import shutil
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -15,7 +14,7 @@ from mlxinterp.interventions import zero
 from mlxinterp.loading import TINYWORLD, ModelLoadError
 from mlxinterp.testing import save_tiny_model, tiny_model
 from mlxinterp.text import masked, tokenize
-from mlxinterp.tinyworld_eval import evaluate
+from mlxinterp.tinyworld_eval import evaluate, induction_losses
 
 
 @pytest.fixture(scope="module")
@@ -94,24 +93,22 @@ def test_tinyworld_copies_repeated_sequences_by_induction(figures):
 def test_tinyworld_induction_runs_through_previous_token_heads_and_one_induction_head(tinyworld):
     model, tok = tinyworld
     rng = random.Random(11)
-    prev, ind, loss, ablated = [], [], [], []
+    prev, ind = [], []
     for length in (7, 13, 19):
-        ids = tok.encode(" ".join(world.induction_sequence(rng, length)))
-        x = mx.array([ids])
+        x = mx.array([tok.encode(" ".join(world.induction_sequence(rng, length)))])
         _, acts = capture(model, ["pattern.1", "pattern.2", "pattern.3"])(x)
         q = np.arange(length + 2, 2 * length + 1)  # copy-2 positions with a known next word
         key = q - length + 1  # the word after this token's first occurrence
         prev.append([np.array(acts[f"pattern.{lay}"])[0, h, q, q - 1].mean() for lay, h in
                      ((1, 1), (2, 0))])
         ind.append(np.array(acts["pattern.3"])[0, 2, q, key].mean())
-        for out, edit in ((loss, {}), (ablated, {"z.3": zero().at(heads=[2])})):
-            logp = nn.log_softmax(intervene(model, edit)(x)[0, :-1], axis=-1)
-            nll = -mx.take_along_axis(logp, x[0, 1:, None], axis=-1)[:, 0]
-            out.append(nll[length + 1 : 2 * length].mean().item())
     assert np.min(prev) > 0.9, prev  # heads 1.1 and 2.0 look at the previous token
     assert np.min(ind) > 0.9, ind  # head 3.2 looks at what followed the earlier occurrence
     # and it is what does the copying: without it the second repeat is barely predicted
-    assert np.mean(loss) < 0.2 and np.mean(ablated) > 10 * np.mean(loss), (loss, ablated)
+    _, loss = induction_losses(model, tok, n=3, lengths=(7, 13, 19))
+    ablate = intervene(model, {"z.3": zero().at(heads=[2])})
+    _, ablated = induction_losses(ablate, tok, n=3, lengths=(7, 13, 19))
+    assert loss < 0.2 and ablated > 10 * loss, (loss, ablated)
 
 
 def test_copying_the_shipped_folder_elsewhere_still_loads(tmp_path):
